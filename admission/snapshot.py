@@ -1,0 +1,66 @@
+"""Immutable pictures of a limiter, for status pages and tests."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["ClassSnapshot", "LimiterSnapshot", "percentile"]
+
+
+class ClassSnapshot(BaseModel):
+    """One workload class of a limiter at one instant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    share: float
+    minimum_floor: int
+    max_concurrency: int | None
+    rate: float | None
+    burst: float | None
+    tokens: float | None
+    in_flight: int
+    waiting: int
+    admitted_total: int
+    rejected_total: int
+    timed_out_total: int
+    cancelled_total: int
+    wait_p50_seconds: float
+    wait_p99_seconds: float
+
+
+class LimiterSnapshot(BaseModel):
+    """A limiter at one instant; the wait percentiles cover each class's recent admissions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    rate: float
+    burst: float
+    tokens: float
+    max_concurrency: int | None
+    in_flight: int
+    waiting: int
+    admitted_total: int
+    rejected_total: int
+    timed_out_total: int
+    cancelled_total: int
+    wait_p50_seconds: float
+    wait_p99_seconds: float
+    classes: tuple[ClassSnapshot, ...]
+
+    def workload_class(self, name: str) -> ClassSnapshot:
+        """The snapshot of the class called ``name`` (``KeyError`` if unknown)."""
+        for snapshot in self.classes:
+            if snapshot.name == name:
+                return snapshot
+        raise KeyError(name)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (0.0 for none)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(-(-fraction * len(ordered) // 1)) - 1))
+    return ordered[rank]

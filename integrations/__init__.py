@@ -1,0 +1,1 @@
+"""Integrations of admission with Nemesis-style pipelines."""

@@ -1,0 +1,1 @@
+"""The document_conversion integration (arrives with issue 5; the package is reserved here)."""

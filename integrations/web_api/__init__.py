@@ -1,0 +1,1 @@
+"""The web_api integration (arrives with issue 5; the package is reserved here)."""

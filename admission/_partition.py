@@ -88,7 +88,10 @@ class Partition:
         self.waiting = 0
         self.in_flight = 0
         self.last_finish = 0.0
-        self.waits: deque[float] = deque(maxlen=WAIT_WINDOW)
+        # (admission number, seconds waited) of admissions that queued; the
+        # immediate ones are the admission numbers missing here, so the fast
+        # path records nothing and the window is still exact.
+        self.waits: deque[tuple[int, float]] = deque(maxlen=WAIT_WINDOW)
         self.admitted_total = 0
         self.rejected_total = 0
         self.timed_out_total = 0
@@ -103,6 +106,13 @@ class Partition:
                 return waiter
             queue.popleft()
         return None
+
+    def recent_waits(self) -> list[float]:
+        """Seconds waited by each of the last ``WAIT_WINDOW`` admissions."""
+        total = self.admitted_total
+        first = total - WAIT_WINDOW
+        waited = [wait for number, wait in self.waits if number > first]
+        return waited + [0.0] * (min(total, WAIT_WINDOW) - len(waited))
 
     def unmet_floor(self) -> int:
         return max(0, self.minimum_floor - self.in_flight)

@@ -34,7 +34,7 @@ from admission._partition import (
     Partition,
     Waiter,
 )
-from admission.bucket import TokenBucket, check_burst, check_rate
+from admission.bucket import TOLERANCE, TokenBucket, check_burst, check_rate
 from admission.classes import WorkloadClass, check_concurrency, check_floor, check_share
 from admission.clock import Clock, get_default_clock
 from admission.errors import AdmissionTimeout
@@ -46,6 +46,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_CLASS = "default"
+
+# One token, less the float slack the bucket allows (see bucket.TOLERANCE).
+_ONE = 1.0 - TOLERANCE
 
 
 class Permit:
@@ -123,6 +126,27 @@ class AdaptiveLimiter:
     ``limiter.admit(cost=, workload_class=, timeout=)`` is the general form.
     """
 
+    __slots__ = (
+        "_bucket",
+        "_clock",
+        "_deadlines",
+        "_default",
+        "_fast",
+        "_in_flight",
+        "_max_concurrency",
+        "_now",
+        "_open",
+        "_partitions",
+        "_seq",
+        "_timer_at",
+        "_timer_owner",
+        "_timer_scope",
+        "_vtime",
+        "_waiting",
+        "_wake_at",
+        "name",
+    )
+
     def __init__(
         self,
         name: str,
@@ -154,6 +178,8 @@ class AdaptiveLimiter:
             self._partitions[spec.name] = Partition(spec, now)
         self._check_floors(self._max_concurrency)
         self._default = next(iter(self._partitions.values()))
+        self._fast = self._plain_default()
+        self._open = self._fast  # the fast path may run: plain default class, nobody queued
         self._in_flight = 0
         self._waiting = 0
         self._seq = itertools.count()
@@ -212,12 +238,12 @@ class AdaptiveLimiter:
                 rejected_total=p.rejected_total,
                 timed_out_total=p.timed_out_total,
                 cancelled_total=p.cancelled_total,
-                wait_p50_seconds=percentile(list(p.waits), 0.5),
-                wait_p99_seconds=percentile(list(p.waits), 0.99),
+                wait_p50_seconds=percentile(p.recent_waits(), 0.5),
+                wait_p99_seconds=percentile(p.recent_waits(), 0.99),
             )
             for p in self._partitions.values()
         )
-        waits = [w for p in self._partitions.values() for w in p.waits]
+        waits = [w for p in self._partitions.values() for w in p.recent_waits()]
         return LimiterSnapshot(
             name=self.name,
             rate=self._bucket.rate,
@@ -245,12 +271,29 @@ class AdaptiveLimiter:
     # -- admission -----------------------------------------------------------
 
     async def __aenter__(self) -> None:
-        # The fast path: nobody queued, so nobody can be overtaken.
-        part = self._default
-        if not self._waiting and self._admissible(part, 1.0, self._now()):
-            self._grant_now(part, 1.0)
-            return
-        await self._acquire(part, 1.0, None)
+        # The fast path, inlined on purpose (it is the floor every handler pays):
+        # nobody queued, so nobody can be overtaken, and the default class has
+        # no limits of its own to consult.
+        if self._open:
+            cap = self._max_concurrency
+            if cap is None or self._in_flight < cap:
+                bucket = self._bucket
+                now = self._now()
+                tokens = bucket.tokens
+                elapsed = now - bucket.updated_at
+                if elapsed > 0:
+                    tokens += elapsed * bucket.rate
+                    if tokens > bucket.burst:
+                        tokens = bucket.burst
+                if tokens >= _ONE:
+                    bucket.tokens = tokens - 1.0
+                    bucket.updated_at = now
+                    self._in_flight += 1
+                    part = self._default
+                    part.in_flight += 1
+                    part.admitted_total += 1
+                    return
+        await self._acquire(self._default, 1.0, None)
 
     async def __aexit__(
         self,
@@ -258,7 +301,10 @@ class AdaptiveLimiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release(self._default)
+        self._in_flight -= 1
+        self._default.in_flight -= 1
+        if self._waiting:
+            self._dispatch(self._now(), elect=True)
 
     def admit(
         self, cost: float = 1, workload_class: str | None = None, timeout: float | None = None
@@ -382,6 +428,8 @@ class AdaptiveLimiter:
             part.bucket = TokenBucket(rate, burst if burst is not None else max(1.0, rate), now=now)
         elif part.bucket is not None:
             part.bucket.retune(now, rate=rate, burst=burst)
+        self._fast = self._plain_default()
+        self._open = self._fast and not self._waiting
         self._settle(now)
 
     # -- internals: validation ----------------------------------------------
@@ -421,6 +469,15 @@ class AdaptiveLimiter:
             )
 
     # -- internals: the grant rules -------------------------------------------
+
+    def _plain_default(self) -> bool:
+        """Is the default class limited by the limiter alone (so the fast path may skip it)?"""
+        default = self._default
+        return (
+            default.bucket is None
+            and default.max_concurrency is None
+            and not any(p.minimum_floor for p in self._partitions.values())
+        )
 
     def _slot_free(self, part: Partition) -> bool:
         if part.max_concurrency is not None and part.in_flight >= part.max_concurrency:
@@ -468,7 +525,6 @@ class AdaptiveLimiter:
         self._in_flight += 1
         part.in_flight += 1
         part.admitted_total += 1
-        part.waits.append(0.0)
 
     def _release(self, part: Partition) -> None:
         self._in_flight -= 1
@@ -516,6 +572,7 @@ class AdaptiveLimiter:
         part.queue.append(waiter)
         part.waiting += 1
         self._waiting += 1
+        self._open = False
         if timeout is not None:
             waiter.deadline = now + timeout
             heapq.heappush(self._deadlines, (waiter.deadline, waiter.seq, waiter))
@@ -560,6 +617,8 @@ class AdaptiveLimiter:
         part = waiter.partition
         part.waiting -= 1
         self._waiting -= 1
+        if not self._waiting:
+            self._open = self._fast
         waiter.wake()
 
     def _settle(self, now: float) -> None:
@@ -612,7 +671,8 @@ class AdaptiveLimiter:
         part = waiter.partition
         part.queue.popleft()
         self._grant_now(part, waiter.cost)
-        part.waits[-1] = waiter.waited = now - waiter.enqueued_at
+        waiter.waited = now - waiter.enqueued_at
+        part.waits.append((part.admitted_total, waiter.waited))
         self._vtime = waiter.tag
         self._settle_waiter(waiter, GRANTED)
 

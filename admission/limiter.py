@@ -205,6 +205,11 @@ class AdaptiveLimiter:
         return self._bucket.burst
 
     @property
+    def tokens(self) -> float:
+        """The tokens in the limiter's bucket now (waiters queued may be owed them)."""
+        return self._bucket.peek(self._now())
+
+    @property
     def max_concurrency(self) -> int | None:
         return self._max_concurrency
 
@@ -539,10 +544,13 @@ class AdaptiveLimiter:
         if self._may_enter(part, cost, now):
             self._grant_now(part, cost)
             return Permit(self, part, cost, 0.0)
+        # The cost was checked when admit()/limit() was called; a retune since
+        # may have lowered a burst under it, and that must not be an endless wait.
+        self._check_cost(cost, part)
         if timeout is not None and timeout <= 0:
             part.timed_out_total += 1
             raise AdmissionTimeout(
-                self._retry_after(part, cost, math.inf, now),
+                self._retry_after(part, cost, (math.inf, 0), now),
                 limiter=self.name,
                 workload_class=part.name,
             )
@@ -593,7 +601,11 @@ class AdaptiveLimiter:
                 self._timer_owner = None
                 self._timer_scope = None
                 self._timer_at = None
-        self._dispatch(self._now(), elect=waiter.state != WAITING)
+        self._dispatch(self._now(), elect=False)
+        if waiter.state != WAITING:
+            # Settled (granted, timed out) by that very dispatch or before it: the
+            # timer is free and the waiters left behind need someone to keep it.
+            self._elect()
 
     def _abandon(self, waiter: Waiter) -> None:
         """The waiting task is leaving with an exception (cancellation, mostly)."""
@@ -642,7 +654,9 @@ class AdaptiveLimiter:
             waiter = heapq.heappop(deadlines)[2]
             if waiter.state == WAITING:
                 part = waiter.partition
-                waiter.retry_after = self._retry_after(part, waiter.cost, waiter.tag, now)
+                waiter.retry_after = self._retry_after(
+                    part, waiter.cost, (waiter.tag, waiter.seq), now
+                )
                 part.timed_out_total += 1
                 self._settle_waiter(waiter, TIMED_OUT)
         blocked: Waiter | None = None
@@ -696,7 +710,13 @@ class AdaptiveLimiter:
         self._wake_at = wake_at
         owner = self._timer_owner
         if owner is not None:
-            if owner.state != WAITING or wake_at != self._timer_at:
+            # Wake the timekeeper if it was granted (its caller is waiting on
+            # it) or if the plan moved earlier; a later plan it finds by itself
+            # when it wakes, which costs less than waking it twice.
+            timer_at = self._timer_at
+            if owner.state != WAITING or (
+                wake_at is not None and timer_at is not None and wake_at < timer_at
+            ):
                 assert self._timer_scope is not None
                 self._timer_scope.cancel()
         elif wake_at is not None and elect:
@@ -717,13 +737,16 @@ class AdaptiveLimiter:
                     waiter.event.set()
                     return
 
-    def _retry_after(self, part: Partition, cost: float, tag: float, now: float) -> float:
+    def _retry_after(
+        self, part: Partition, cost: float, order: tuple[float, int], now: float
+    ) -> float:
         """Seconds until ``cost`` more fits once everything queued ahead has gone."""
         ahead = 0.0
         own_ahead = 0.0
         for other in self._partitions.values():
             for waiter in other.queue:
-                if waiter.tag >= tag:
+                # (tag, seq) is the order _select serves in: equal tags go by arrival.
+                if (waiter.tag, waiter.seq) >= order:
                     break
                 if waiter.state == WAITING:
                     ahead += waiter.cost

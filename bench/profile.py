@@ -1,0 +1,55 @@
+"""``python -m bench.profile NAME [--size N] [--top K]``: cProfile admission's side of a benchmark.
+
+- ``fastpath``: the ``async with`` loop on the benchmark's AdaptiveLimiter;
+- ``contended``: one contended run of N tasks (default 100,000), creation included;
+- ``waiters``: the one-second window of grants with N waiters queued (default 100,000).
+
+cProfile's per-call overhead inflates small functions and slows the run (which
+changes how many tasks queue in ``contended``): read it for where time goes, not
+for how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import pstats
+import sys
+from cProfile import Profile
+
+from bench import contended, fastpath, waiters
+
+
+def profile(name: str, size: int) -> Profile:
+    prof = Profile()
+    if name == "fastpath":
+        limiter = fastpath.CONTENDERS[fastpath.OURS]()
+        asyncio.run(fastpath._loop(limiter, 2_000))
+        prof.enable()
+        asyncio.run(fastpath._loop(limiter, size))
+        prof.disable()
+    elif name == "contended":
+        asyncio.run(contended._one(contended.OURS, 20, 0.01))
+        prof.enable()
+        asyncio.run(contended._one(contended.OURS, size, 1.0))
+        prof.disable()
+    else:
+        asyncio.run(waiters._one(waiters.OURS, size, 2_000.0, 20, 1.0, profile=prof))
+    return prof
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("name", choices=("fastpath", "contended", "waiters"))
+    parser.add_argument("--size", type=int, default=None, help="iterations or tasks")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--sort", default="tottime", help="pstats sort key")
+    args = parser.parse_args(argv)
+    size = args.size or (200_000 if args.name == "fastpath" else 100_000)
+    stats = pstats.Stats(profile(args.name, size), stream=sys.stdout)
+    stats.sort_stats(args.sort).print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,586 @@
+"""The policy engine: a pure state machine ``(state, observations, now) -> decision``.
+
+No I/O, no clock reads, no sleeps: the caller says what time it is.  The
+semantics are DESIGN.md "Policy semantics (exact)":
+
+- escalation to a level after the signal has stayed at or above its enter
+  threshold for ``sustained_seconds``; a sample below resets that window;
+- de-escalation after the signal has stayed below the current level's exit
+  threshold (``exit_ratio * threshold``) for ``cooldown_seconds``, onto the
+  highest level a sample in that window reached; a sample at or above the exit
+  threshold resets it (hysteresis: between exit and enter nothing moves);
+- fail-safe at once when the last good sample is ``stale_after_seconds`` old
+  or at the ``failure_threshold``-th consecutive failed read; it ends after
+  ``recovery_seconds`` of good samples (counted from the first), into the level
+  they support.  Classes watching a queue in fail-safe get the conservative
+  preset's critical limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from admission.policy.config import ClassPolicy, LevelLimits, Preset, QueuePolicy
+from admission.policy.levels import FAIL_SAFE, Level
+from admission.policy.loader import ConfigError, PolicyConfig
+from admission.policy.samples import FailureKind, QueueSample, ReadFailure, signal_value
+from admission.policy.state import (
+    ClassState,
+    Decision,
+    Override,
+    PolicyState,
+    QueueState,
+    Transition,
+    Window,
+)
+
+__all__ = ["Observation", "PolicyEngine"]
+
+Observation = QueueSample | ReadFailure
+
+
+class PolicyEngine:
+    """Evaluates queue observations against one preset.
+
+    ``engine.start(now)`` gives the first state; ``engine.step(state,
+    observations, now)`` the next.  States are immutable, so a what-if is just a
+    step whose result is thrown away (:meth:`what_if`).
+    """
+
+    def __init__(self, config: PolicyConfig, *, preset: str | None = None) -> None:
+        self.config = config
+        self.preset = config.get_preset(preset if preset is not None else config.requested_preset)
+        self.fail_safe_preset = config.get_preset("conservative")
+
+    # -- the state machine ----------------------------------------------------
+
+    def start(self, now: float, queues: Iterable[str] = ()) -> PolicyState:
+        """The state before any sample: every queue normal, its staleness clock running."""
+        names = dict.fromkeys((*self.config.queues, *queues))
+        queue_states = {name: QueueState(name, Level.NORMAL, now, now) for name in names}
+        state = PolicyState(at=now, preset=self.preset.name, queues=queue_states, classes={})
+        classes = {
+            name: self._class_state(name, policy, state, now, None)
+            for name, policy in self.preset.classes.items()
+        }
+        return replace(state, classes=classes)
+
+    def step(
+        self, state: PolicyState, observations: Mapping[str, Observation], now: float
+    ) -> Decision:
+        """Advance to ``now`` with this tick's observations.
+
+        A queue with no observation this tick keeps its last signal; its
+        windows still run and its staleness is still checked.
+        """
+        transitions: list[Transition] = []
+        queues = dict(state.queues)
+        for name in observations:
+            if name not in queues:
+                queues[name] = QueueState(name, Level.NORMAL, now, now)
+        overrides, expired = _split_expired(state.overrides, now)
+        for name, queue in queues.items():
+            policy = self._queue_policy(name, overrides)
+            stepped, reason = _step_queue(queue, policy, observations.get(name), now)
+            if stepped is not queue:
+                queues[name] = stepped
+            before = _queue_display(queue, state.overrides)
+            after = _queue_display(stepped, overrides)
+            if before != after:
+                why = _expired_reason(expired, "queue", name) or reason
+                transitions.append(
+                    _queue_transition(name, before, after, now, why, policy, stepped)
+                )
+        return self._finish(state, queues, overrides, expired, now, transitions)
+
+    def expire(self, state: PolicyState, now: float) -> Decision:
+        """Drop overrides whose TTL has passed (a status read calls this too)."""
+        overrides, expired = _split_expired(state.overrides, now)
+        if not expired:
+            return Decision(state)
+        transitions: list[Transition] = []
+        for name, queue in state.queues.items():
+            before = _queue_display(queue, state.overrides)
+            after = _queue_display(queue, overrides)
+            if before != after:
+                policy = self._queue_policy(name, overrides)
+                transitions.append(
+                    _queue_transition(
+                        name,
+                        before,
+                        after,
+                        now,
+                        ("override_expired", "override expired"),
+                        policy,
+                        queue,
+                    )
+                )
+        return self._finish(state, dict(state.queues), overrides, expired, now, transitions)
+
+    def add_override(self, state: PolicyState, override: Override, now: float) -> Decision:
+        """Pin a level or a preset on a queue or a class until ``override.expires_at``."""
+        self._check_override(state, override, now)
+        kept = tuple(o for o in state.overrides if o.id != override.id)
+        return self._reoverride(state, (*kept, override), now, "override_set", override)
+
+    def remove_override(self, state: PolicyState, override_id: str, now: float) -> Decision:
+        """Lift an override before its TTL; ``KeyError`` if there is none with that id."""
+        found = [o for o in state.overrides if o.id == override_id]
+        if not found:
+            raise KeyError(override_id)
+        kept = tuple(o for o in state.overrides if o.id != override_id)
+        return self._reoverride(state, kept, now, "override_removed", found[0])
+
+    def what_if(
+        self,
+        state: PolicyState,
+        observations: Mapping[str, Observation],
+        now: float,
+        *,
+        preset: str | None = None,
+    ) -> Decision:
+        """The decision these observations would bring, under ``preset`` if given.
+
+        The live state is immutable, so nothing live changes.
+        """
+        engine = self if preset is None else PolicyEngine(self.config, preset=preset)
+        return engine.step(replace(state, preset=engine.preset.name), observations, now)
+
+    # -- views ------------------------------------------------------------------
+
+    def queue_policy(self, state: PolicyState, queue: str) -> QueuePolicy:
+        return self._queue_policy(queue, state.overrides)
+
+    def window(self, queue: QueueState, now: float, policy: QueuePolicy) -> Window | None:
+        """The anti-flap window running on ``queue``, if any."""
+        if queue.fail_safe:
+            if queue.recovery_since is None:
+                return None
+            return _window(
+                "recovery",
+                queue.recovery_peak,
+                queue.recovery_since,
+                policy.recovery_seconds,
+                now,
+            )
+        if queue.critical_since is not None and queue.level < Level.CRITICAL:
+            return _window(
+                "sustained", Level.CRITICAL, queue.critical_since, policy.sustained_seconds, now
+            )
+        if queue.warning_since is not None and queue.level < Level.WARNING:
+            return _window(
+                "sustained", Level.WARNING, queue.warning_since, policy.sustained_seconds, now
+            )
+        if queue.cooldown_since is not None:
+            return _window(
+                "cooldown",
+                queue.cooldown_peak,
+                queue.cooldown_since,
+                policy.cooldown_seconds,
+                now,
+            )
+        return None
+
+    @staticmethod
+    def health(queue: QueueState, now: float, policy: QueuePolicy) -> str:
+        """``ok``, ``degraded``, ``stale`` or ``failing``."""
+        if queue.consecutive_failures >= policy.failure_threshold:
+            return "failing"
+        reference = queue.last_good_at if queue.last_good_at is not None else queue.started_at
+        if now - reference >= policy.stale_after_seconds:
+            return "stale"
+        if queue.consecutive_failures:
+            return "failing"
+        if queue.last_sample is not None and queue.last_sample.health != "ok":
+            return queue.last_sample.health
+        return "ok"
+
+    # -- internals ------------------------------------------------------------
+
+    def _queue_policy(self, queue: str, overrides: tuple[Override, ...]) -> QueuePolicy:
+        for override in overrides:
+            if override.scope == "queue" and override.name == queue and override.preset:
+                return self.config.get_preset(override.preset).queue_policy(queue)
+        return self.preset.queue_policy(queue)
+
+    def _check_override(self, state: PolicyState, override: Override, now: float) -> None:
+        if override.expires_at <= now:
+            raise ConfigError(
+                f"override {override.id!r}: expires_at={override.expires_at!r} is not after now"
+            )
+        if (override.level is None) == (override.preset is None):
+            raise ConfigError(f"override {override.id!r}: give exactly one of level or preset")
+        if override.preset is not None:
+            self.config.get_preset(override.preset)
+        known = state.queues if override.scope == "queue" else self.preset.classes
+        if override.name not in known:
+            names = ", ".join(sorted(known))
+            raise ConfigError(
+                f"override {override.id!r}: {override.scope}={override.name!r} is unknown "
+                f"(known: {names})"
+            )
+
+    def _reoverride(
+        self,
+        state: PolicyState,
+        overrides: tuple[Override, ...],
+        now: float,
+        reason: str,
+        cause: Override,
+    ) -> Decision:
+        transitions: list[Transition] = []
+        what = f"level {cause.level}" if cause.level is not None else f"preset {cause.preset}"
+        detail = f"{reason.replace('_', ' ')}: {what} on {cause.scope} {cause.name} ({cause.id})"
+        for name, queue in state.queues.items():
+            before = _queue_display(queue, state.overrides)
+            after = _queue_display(queue, overrides)
+            if before != after:
+                policy = self._queue_policy(name, overrides)
+                transitions.append(
+                    _queue_transition(name, before, after, now, (reason, detail), policy, queue)
+                )
+        pinned = replace(state, overrides=overrides)
+        return self._finish(
+            pinned,
+            dict(state.queues),
+            overrides,
+            (),
+            now,
+            transitions,
+            class_reason=(reason, detail) if cause.scope == "class" else None,
+        )
+
+    def _finish(
+        self,
+        state: PolicyState,
+        queues: dict[str, QueueState],
+        overrides: tuple[Override, ...],
+        expired: tuple[Override, ...],
+        now: float,
+        transitions: list[Transition],
+        *,
+        class_reason: tuple[str, str] | None = None,
+    ) -> Decision:
+        for override in expired:
+            if override.scope == "class":
+                class_reason = ("override_expired", f"override {override.id} expired")
+        new_state = PolicyState(now, self.preset.name, queues, {}, overrides)
+        classes: dict[str, ClassState] = {}
+        for name, policy in self.preset.classes.items():
+            old = state.classes.get(name)
+            new = self._class_state(name, policy, new_state, now, old)
+            if old is not None and old.display != new.display:
+                if class_reason is not None:
+                    code, detail = class_reason
+                elif new.fail_safe:
+                    code, detail = "fail_safe", new.reason
+                elif old.fail_safe:
+                    code, detail = "telemetry_recovered", new.reason
+                else:
+                    code, detail = "watched_queue", new.reason
+                transitions.append(
+                    Transition("class", name, old.display, new.display, now, code, detail)
+                )
+            classes[name] = new
+        return Decision(replace(new_state, classes=classes), tuple(transitions))
+
+    def _class_state(
+        self,
+        name: str,
+        policy: ClassPolicy,
+        state: PolicyState,
+        now: float,
+        old: ClassState | None,
+    ) -> ClassState:
+        watches = policy.watches or tuple(state.queues)
+        level = Level.NORMAL
+        fail_safe_queues: list[str] = []
+        loudest = ""
+        for queue_name in watches:
+            queue = state.queues.get(queue_name)
+            if queue is None:
+                continue
+            display = _queue_display(queue, state.overrides)
+            if display == FAIL_SAFE:
+                fail_safe_queues.append(queue_name)
+                continue
+            queue_level = Level(display)
+            if queue_level > level:
+                level, loudest = queue_level, queue_name
+        preset = self.preset
+        pin: Override | None = None
+        for override in state.overrides:
+            if override.scope == "class" and override.name == name:
+                pin = override
+        if pin is not None and pin.preset is not None:
+            preset = self.config.get_preset(pin.preset)
+        fail_safe = bool(fail_safe_queues)
+        if pin is not None and pin.level is not None:
+            level, fail_safe = pin.level, False
+            reason = f"pinned to {pin.level} by override {pin.id} until {pin.expires_at:g}"
+        elif fail_safe:
+            reason = (
+                f"fail-safe: telemetry of {', '.join(fail_safe_queues)} is stale or failing; "
+                f"conservative critical limits"
+            )
+        elif level is Level.NORMAL:
+            reason = "all watched queues are normal"
+        else:
+            reason = f"queue {loudest} is {level}"
+        limits = self._limits(name, preset, level, fail_safe)
+        since = now
+        if old is not None and old.display == (FAIL_SAFE if fail_safe else level.value):
+            since = old.since
+        return ClassState(
+            name, level, fail_safe, limits, reason, since, tuple(watches), preset.name
+        )
+
+    def _limits(self, name: str, preset: Preset, level: Level, fail_safe: bool) -> LevelLimits:
+        if fail_safe:
+            safe = self.fail_safe_preset.classes.get(name) or preset.classes.get(name)
+            assert safe is not None
+            return safe.critical
+        policy = preset.classes.get(name) or self.preset.classes[name]
+        return policy.limits(level)
+
+
+# -- one queue, one tick (module level: the hot path of a replay) --------------
+
+
+def _step_queue(
+    queue: QueueState, policy: QueuePolicy, observation: Observation | None, now: float
+) -> tuple[QueueState, tuple[str, str]]:
+    """The queue's next state and the (reason code, detail) of any level change."""
+    value: float | None = None
+    changes: dict[str, object] = {}
+    if isinstance(observation, QueueSample):
+        value = signal_value(observation, policy.signal)
+        if value is None:
+            observation = ReadFailure(
+                queue.name,
+                now,
+                FailureKind.UNKNOWN_SIGNAL,
+                f"the sample does not tell {policy.signal.value}",
+            )
+        else:
+            changes.update(
+                signal=value,
+                last_sample=observation,
+                last_good_at=observation.sampled_at,
+                consecutive_failures=0,
+                last_error=None,
+            )
+    failures = queue.consecutive_failures
+    if isinstance(observation, ReadFailure):
+        failures += 1
+        changes.update(
+            consecutive_failures=failures, last_error=f"{observation.kind}: {observation.reason}"
+        )
+    last_good = changes.get("last_good_at", queue.last_good_at)
+    reference = last_good if isinstance(last_good, float | int) else queue.started_at
+    age = now - reference
+    stale = age >= policy.stale_after_seconds
+    failing = failures >= policy.failure_threshold
+
+    if queue.fail_safe:
+        return _step_fail_safe(queue, policy, observation, value, now, stale, failing, changes)
+    if stale or failing:
+        if failing:
+            code = "telemetry_failing"
+            last_error = changes.get("last_error", queue.last_error)
+            why = f"{failures} consecutive failed reads ({last_error})"
+        else:
+            code = "telemetry_stale"
+            why = (
+                f"no good sample for {age:g}s (stale after {policy.stale_after_seconds:g}s)"
+                if queue.last_good_at is not None or value is not None
+                else f"no sample yet after {age:g}s (stale after {policy.stale_after_seconds:g}s)"
+            )
+        changes.update(
+            fail_safe=True,
+            fail_safe_reason=why,
+            fail_safe_since=now,
+            warning_since=None,
+            critical_since=None,
+            cooldown_since=None,
+            recovery_since=None,
+            recovery_peak=Level.NORMAL,
+        )
+        return replace(queue, **changes), (code, why)  # type: ignore[arg-type]
+
+    level = queue.level
+    warning_since, critical_since = queue.warning_since, queue.critical_since
+    cooldown_since, peak = queue.cooldown_since, queue.cooldown_peak
+    if value is not None:
+        if value >= policy.warning_threshold:
+            warning_since = now if warning_since is None else warning_since
+        else:
+            warning_since = None
+        if value >= policy.critical_threshold:
+            critical_since = now if critical_since is None else critical_since
+        else:
+            critical_since = None
+        if level is not Level.NORMAL and value < policy.exit(level):
+            recommended = policy.recommend(value)
+            if cooldown_since is None:
+                cooldown_since, peak = now, recommended
+            elif recommended > peak:
+                peak = recommended
+        else:
+            cooldown_since, peak = None, Level.NORMAL
+
+    reason = ("", "")
+    sustained = policy.sustained_seconds
+    target: Level | None = None
+    since: float | None = None
+    if level < Level.CRITICAL and critical_since is not None and now - critical_since >= sustained:
+        target, since = Level.CRITICAL, critical_since
+    elif level < Level.WARNING and warning_since is not None and now - warning_since >= sustained:
+        target, since = Level.WARNING, warning_since
+    if target is not None and since is not None:
+        reason = (
+            "sustained_pressure",
+            f"{policy.signal.value} at or above {policy.enter(target):g} "
+            f"for {now - since:g}s (sustained {sustained:g}s)",
+        )
+        level, cooldown_since, peak = target, None, Level.NORMAL
+    elif cooldown_since is not None and now - cooldown_since >= policy.cooldown_seconds:
+        reason = (
+            "cooldown_elapsed",
+            f"{policy.signal.value} below {policy.exit(level):g} for {now - cooldown_since:g}s "
+            f"(cooldown {policy.cooldown_seconds:g}s); highest level in the window: {peak}",
+        )
+        level, cooldown_since, peak = peak, None, Level.NORMAL
+    if level is not queue.level:
+        changes.update(level=level, level_since=now)
+    changes.update(
+        warning_since=warning_since,
+        critical_since=critical_since,
+        cooldown_since=cooldown_since,
+        cooldown_peak=peak,
+    )
+    if all(getattr(queue, key) == item for key, item in changes.items()):
+        return queue, reason
+    return replace(queue, **changes), reason  # type: ignore[arg-type]
+
+
+def _step_fail_safe(
+    queue: QueueState,
+    policy: QueuePolicy,
+    observation: Observation | None,
+    value: float | None,
+    now: float,
+    stale: bool,
+    failing: bool,
+    changes: dict[str, object],
+) -> tuple[QueueState, tuple[str, str]]:
+    recovery_since, peak = queue.recovery_since, queue.recovery_peak
+    if isinstance(observation, ReadFailure) or stale:
+        recovery_since, peak = None, Level.NORMAL
+    elif value is not None:
+        recommended = policy.recommend(value)
+        if recovery_since is None:
+            recovery_since, peak = now, recommended
+        elif recommended > peak:
+            peak = recommended
+    if (
+        recovery_since is not None
+        and not stale
+        and not failing
+        and now - recovery_since >= policy.recovery_seconds
+    ):
+        signal = value if value is not None else queue.signal
+        detail = (
+            f"good samples for {now - recovery_since:g}s (recovery "
+            f"{policy.recovery_seconds:g}s); they support {peak}"
+        )
+        changes.update(
+            fail_safe=False,
+            fail_safe_reason=None,
+            fail_safe_since=None,
+            level=peak,
+            level_since=now,
+            recovery_since=None,
+            recovery_peak=Level.NORMAL,
+            warning_since=now
+            if signal is not None and signal >= policy.warning_threshold
+            else None,
+            critical_since=(
+                now if signal is not None and signal >= policy.critical_threshold else None
+            ),
+            cooldown_since=None,
+            cooldown_peak=Level.NORMAL,
+        )
+        return replace(queue, **changes), ("telemetry_recovered", detail)  # type: ignore[arg-type]
+    if failing and not stale:
+        changes["fail_safe_reason"] = (
+            f"{changes.get('consecutive_failures', queue.consecutive_failures)} consecutive "
+            f"failed reads ({changes.get('last_error', queue.last_error)})"
+        )
+    elif stale:
+        age = now - (queue.last_good_at if queue.last_good_at is not None else queue.started_at)
+        changes["fail_safe_reason"] = (
+            f"no good sample for {age:g}s (stale after {policy.stale_after_seconds:g}s)"
+        )
+    changes.update(recovery_since=recovery_since, recovery_peak=peak)
+    return replace(queue, **changes), ("", "")  # type: ignore[arg-type]
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _split_expired(
+    overrides: tuple[Override, ...], now: float
+) -> tuple[tuple[Override, ...], tuple[Override, ...]]:
+    if not overrides:
+        return overrides, ()
+    kept = tuple(o for o in overrides if o.expires_at > now)
+    expired = tuple(o for o in overrides if o.expires_at <= now)
+    return kept, expired
+
+
+def _expired_reason(expired: tuple[Override, ...], scope: str, name: str) -> tuple[str, str] | None:
+    for override in expired:
+        if override.scope == scope and override.name == name:
+            return ("override_expired", f"override {override.id} expired")
+    return None
+
+
+def _queue_display(queue: QueueState, overrides: tuple[Override, ...]) -> str:
+    for override in overrides:
+        if override.scope == "queue" and override.name == queue.name and override.level:
+            return override.level.value
+    return queue.display
+
+
+def _queue_transition(
+    name: str,
+    before: str,
+    after: str,
+    now: float,
+    reason: tuple[str, str],
+    policy: QueuePolicy,
+    queue: QueueState,
+) -> Transition:
+    code, detail = reason
+    if not code:
+        code, detail = "override_set", "the queue's override changed"
+    return Transition(
+        "queue",
+        name,
+        before,
+        after,
+        now,
+        code,
+        detail,
+        queue.signal,
+        policy.warning_threshold,
+        policy.critical_threshold,
+        policy.exit_ratio,
+    )
+
+
+def _window(kind: str, level: Level, since: float, required: float, now: float) -> Window:
+    elapsed = max(0.0, now - since)
+    return Window(kind, level, since, required, elapsed, max(0.0, required - elapsed))  # type: ignore[arg-type]

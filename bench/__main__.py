@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import contended, fastpath, retune, waiters
+from bench import contended, fastpath, policy, retune, waiters
 from bench._common import Section
 from bench.report import machine, render, to_json
 
@@ -21,6 +21,7 @@ FULL: dict[str, Callable[[], Section]] = {
     "retune": lambda: retune.run(
         latency_sizes=(1, 1_000, 10_000), cpu_sizes=(0, 1_000, 10_000), repeats=7
     ),
+    "policy": lambda: policy.run(),
 }
 
 QUICK: dict[str, Callable[[], Section]] = {
@@ -28,6 +29,9 @@ QUICK: dict[str, Callable[[], Section]] = {
     "contended": lambda: contended.run(sizes=(20, 200), repeats=1, span=0.1),
     "waiters": lambda: waiters.run(sizes=(50, 200), repeats=1, rate=100.0, burst=2, window=0.05),
     "retune": lambda: retune.run(latency_sizes=(1, 50), cpu_sizes=(0, 50), repeats=2),
+    "policy": lambda: policy.run(
+        queues=50, ticks=4, warmup=2, trace_queues=3, trace_hours=0.1, repeats=1, profile=False
+    ),
 }
 
 

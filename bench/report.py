@@ -128,7 +128,7 @@ def render(sections: list[Section], info: dict[str, Cell], quick: bool) -> str:
         "Wall spans are time.perf_counter, CPU is time.process_time; absolute figures on a "
         "shared machine are noise, so the ratios against the targets are the result. "
         "Regenerate with `make bench` (`python -m bench`); profile admission's side of a "
-        "benchmark with `python -m bench.profile fastpath|contended|waiters`.",
+        "benchmark with `python -m bench.profile fastpath|contended|waiters|policy|replay`.",
         "",
         "## Targets",
         "",

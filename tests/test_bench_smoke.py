@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import contended, fastpath, retune, waiters
+from bench import contended, fastpath, policy, retune, waiters
 from bench.__main__ import main
 from bench._common import Section
 from bench.report import machine, render, to_json
@@ -26,12 +26,13 @@ def sections() -> dict[str, Section]:
         contended.run(sizes=(10, 40), repeats=1, span=0.05),
         waiters.run(sizes=(40, 100), repeats=1, rate=100.0, burst=2, window=0.03),
         retune.run(latency_sizes=(1, 10), cpu_sizes=(0, 10), repeats=1),
+        policy.run(queues=20, ticks=2, warmup=2, trace_queues=2, trace_hours=0.05, repeats=1),
     ]
     return {s.key: s for s in runs}
 
 
 def test_every_benchmark_reports(sections: dict[str, Section]) -> None:
-    assert set(sections) == {"fastpath", "contended", "waiters", "retune"}
+    assert set(sections) == {"fastpath", "contended", "waiters", "retune", "policy"}
     for section in sections.values():
         assert section.title
         assert section.method
@@ -81,6 +82,16 @@ def test_waiters_are_all_cancelled(sections: dict[str, Section]) -> None:
         assert grants > 0
         if row["contender"] == "admission":
             assert row["waiting after cancel"] == 0
+
+
+def test_policy_measures_every_stage(sections: dict[str, Section]) -> None:
+    section = sections["policy"]
+    labels = [str(row["measurement"]) for row in section.rows]
+    assert len(labels) == 6
+    assert any("engine.step, 20 queues, busy" in label for label in labels)
+    assert any("replay, CSV path to result" in label for label in labels)
+    assert [c.met is not None for c in section.checks] == [True, False, True, True, False]
+    assert any(note.startswith("Where a loaded replay's time goes") for note in section.notes)
 
 
 def test_report_and_json(sections: dict[str, Section]) -> None:

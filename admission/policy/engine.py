@@ -111,7 +111,8 @@ class PolicyEngine:
                         before,
                         after,
                         now,
-                        ("override_expired", "override expired"),
+                        _expired_reason(expired, "queue", name)
+                        or ("override_expired", "override expired"),
                         policy,
                         queue,
                     )
@@ -199,7 +200,7 @@ class PolicyEngine:
     # -- internals ------------------------------------------------------------
 
     def _queue_policy(self, queue: str, overrides: tuple[Override, ...]) -> QueuePolicy:
-        for override in overrides:
+        for override in reversed(overrides):  # the newest pin wins
             if override.scope == "queue" and override.name == queue and override.preset:
                 return self.config.get_preset(override.preset).queue_policy(queue)
         return self.preset.queue_policy(queue)
@@ -248,7 +249,7 @@ class PolicyEngine:
             (),
             now,
             transitions,
-            class_reason=(reason, detail) if cause.scope == "class" else None,
+            cause=(cause, reason, detail),
         )
 
     def _finish(
@@ -260,19 +261,20 @@ class PolicyEngine:
         now: float,
         transitions: list[Transition],
         *,
-        class_reason: tuple[str, str] | None = None,
+        cause: tuple[Override, str, str] | None = None,
     ) -> Decision:
-        for override in expired:
-            if override.scope == "class":
-                class_reason = ("override_expired", f"override {override.id} expired")
+        causes = [(o, "override_expired", f"override {o.id} expired") for o in expired]
+        if cause is not None:
+            causes.append(cause)
+        class_reasons = {o.name: (code, detail) for o, code, detail in causes if o.scope == "class"}
         new_state = PolicyState(now, self.preset.name, queues, {}, overrides)
         classes: dict[str, ClassState] = {}
         for name, policy in self.preset.classes.items():
             old = state.classes.get(name)
             new = self._class_state(name, policy, new_state, now, old)
             if old is not None and old.display != new.display:
-                if class_reason is not None:
-                    code, detail = class_reason
+                if name in class_reasons:
+                    code, detail = class_reasons[name]
                 elif new.fail_safe:
                     code, detail = "fail_safe", new.reason
                 elif old.fail_safe:
@@ -280,10 +282,82 @@ class PolicyEngine:
                 else:
                     code, detail = "watched_queue", new.reason
                 transitions.append(
-                    Transition("class", name, old.display, new.display, now, code, detail)
+                    self._class_transition(
+                        new, old.display, now, code, detail, new_state, transitions
+                    )
                 )
             classes[name] = new
+        # Every override set, removed or expired is on record, even one that moves no level
+        # (a preset pin, or a level pin equal to the baseline).
+        for override, code, detail in causes:
+            if any(t.scope == override.scope and t.name == override.name for t in transitions):
+                continue
+            if override.scope == "queue" and override.name in queues:
+                queue = queues[override.name]
+                shown = _queue_display(queue, overrides)
+                queue_policy = self._queue_policy(override.name, overrides)
+                transitions.append(
+                    _queue_transition(
+                        override.name, shown, shown, now, (code, detail), queue_policy, queue
+                    )
+                )
+            elif override.scope == "class" and override.name in classes:
+                new = classes[override.name]
+                transitions.append(
+                    self._class_transition(
+                        new, new.display, now, code, detail, new_state, transitions
+                    )
+                )
         return Decision(replace(new_state, classes=classes), tuple(transitions))
+
+    def _class_transition(
+        self,
+        new: ClassState,
+        from_level: str,
+        now: float,
+        code: str,
+        detail: str,
+        state: PolicyState,
+        transitions: list[Transition],
+    ) -> Transition:
+        """A class's record, with the signal and thresholds of the queue that decided it."""
+        numbers: tuple[float | None, ...] = (None, None, None, None)
+        cause = next(
+            (
+                t
+                for t in reversed(transitions)
+                if t.scope == "queue" and t.name in new.watches and t.to_level == new.display
+            ),
+            None,
+        )
+        if cause is not None:
+            numbers = (
+                cause.signal,
+                cause.warning_threshold,
+                cause.critical_threshold,
+                cause.exit_ratio,
+            )
+        else:
+            # No queue moved this tick (an override): the loudest watched queue.
+            loudest: tuple[int, QueueState] | None = None
+            for queue_name in new.watches:
+                queue = state.queues.get(queue_name)
+                if queue is None:
+                    continue
+                shown = _queue_display(queue, state.overrides)
+                rank = 3 if shown == FAIL_SAFE else Level(shown).rank
+                if loudest is None or rank > loudest[0]:
+                    loudest = (rank, queue)
+            if loudest is not None:
+                queue = loudest[1]
+                policy = self._queue_policy(queue.name, state.overrides)
+                numbers = (
+                    queue.signal,
+                    policy.warning_threshold,
+                    policy.critical_threshold,
+                    policy.exit_ratio,
+                )
+        return Transition("class", new.name, from_level, new.display, now, code, detail, *numbers)
 
     def _class_state(
         self,
@@ -309,12 +383,13 @@ class PolicyEngine:
             if queue_level > level:
                 level, loudest = queue_level, queue_name
         preset = self.preset
-        pin: Override | None = None
+        pin: Override | None = None  # the newest level pin
         for override in state.overrides:
             if override.scope == "class" and override.name == name:
-                pin = override
-        if pin is not None and pin.preset is not None:
-            preset = self.config.get_preset(pin.preset)
+                if override.preset is not None:  # the newest preset pin
+                    preset = self.config.get_preset(override.preset)
+                if override.level is not None:
+                    pin = override
         fail_safe = bool(fail_safe_queues)
         if pin is not None and pin.level is not None:
             level, fail_safe = pin.level, False
@@ -371,7 +446,8 @@ def _step_queue(
                 consecutive_failures=0,
                 last_error=None,
             )
-    failures = queue.consecutive_failures
+    # A good sample ends the run of failed reads (``value`` is only set for one).
+    failures = queue.consecutive_failures if value is None else 0
     if isinstance(observation, ReadFailure):
         failures += 1
         changes.update(
@@ -548,7 +624,7 @@ def _expired_reason(expired: tuple[Override, ...], scope: str, name: str) -> tup
 
 
 def _queue_display(queue: QueueState, overrides: tuple[Override, ...]) -> str:
-    for override in overrides:
+    for override in reversed(overrides):  # the newest pin wins
         if override.scope == "queue" and override.name == queue.name and override.level:
             return override.level.value
     return queue.display

@@ -33,8 +33,10 @@ class Transition:
     to_level: str
     at: float
     #: A stable code: sustained_pressure, cooldown_elapsed, telemetry_stale,
-    #: telemetry_failing, telemetry_recovered, watched_queue, override_set,
-    #: override_expired, override_removed.
+    #: telemetry_failing, telemetry_recovered, watched_queue, fail_safe (a class
+    #: whose watched queue entered fail-safe), override_set, override_expired,
+    #: override_removed.  An override's record may have ``from_level == to_level``
+    #: (a preset pin, or a pin on the level already shown): it is still recorded.
     reason: str
     detail: str
     signal: float | None = None

@@ -55,7 +55,7 @@ def test_replay_prints_the_transitions_and_a_summary() -> None:
     assert "messages_ready at or above 120 for 60s (sustained 60s)" in out
     assert "Seconds in each level (of 300s)" in out
     assert "queue files-new_file" in out
-    assert "flaps per hour: 36 (queue transitions)" in out
+    assert "flaps per hour: 48 (queue transitions)" in out
     assert "fail-safe spans: none" in out
 
 
@@ -109,7 +109,7 @@ def test_json_schema_is_exact() -> None:
         "detail": "messages_ready at or above 120 for 60s (sustained 60s)",
         "signal": 143.0,
     }
-    assert len(document["transitions"]) == 7
+    assert len(document["transitions"]) == 8
     levels = {"normal", "warning", "critical", "fail_safe"}
     assert set(document["seconds_in_level"]) == {
         "files-new_file",
@@ -121,7 +121,7 @@ def test_json_schema_is_exact() -> None:
         assert sum(seconds.values()) == 300.0
     assert set(document["class_seconds_in_level"]) == {"standard", "expensive"}
     assert document["fail_safe_spans"] == []
-    assert document["flaps_per_hour"] == 36.0
+    assert document["flaps_per_hour"] == 48.0
     assert document["warnings"] == []
 
 
@@ -152,7 +152,7 @@ def test_compare_ranks_every_preset() -> None:
         (2, "balanced"),
         (3, "conservative"),
     ]
-    assert [r["flaps_per_hour"] for r in ranking] == [0.0, 36.0, 48.0]
+    assert [r["flaps_per_hour"] for r in ranking] == [0.0, 48.0, 48.0]
     assert set(ranking[0]) == {
         "rank",
         "preset",

@@ -200,6 +200,31 @@ def test_one_warning_sample_in_the_cooldown_window_lands_on_warning(preset: str)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+def test_the_cooldown_window_slides_after_a_partial_drop(preset: str) -> None:
+    # Landed on warning because one sample in the window reached it; warning's own
+    # cooldown has run since the next sample fell below its exit, so normal comes
+    # one cooldown after that sample, not a second full window after the drop.
+    policy = _policy(preset)
+    run, _, at = _escalated(preset, policy.critical_threshold)
+    below, cooldown = at + 5, policy.cooldown_seconds
+    run.samples(NEW_FILE, below, below + 30, 0)
+    run.sample(NEW_FILE, below + 30, _warning_value(policy))
+    quiet = below + 35
+    run.samples(NEW_FILE, quiet, below + cooldown + 1, 0)
+    assert run.level(NEW_FILE) == "warning"
+    window = run.engine.window(run.state.queues[NEW_FILE], below + cooldown, policy)
+    assert window is not None
+    assert (window.kind, window.pending_level, window.since) == ("cooldown", "normal", quiet)
+    assert window.remaining_seconds == pytest.approx(quiet + cooldown - (below + cooldown))
+    run.samples(NEW_FILE, below + cooldown + 5, quiet + cooldown, 0)
+    run.tick(quiet + cooldown - 0.1)
+    assert run.level(NEW_FILE) == "warning"
+    run.sample(NEW_FILE, quiet + cooldown, 0)
+    assert run.level(NEW_FILE) == "normal"
+    assert run.queue_transitions(NEW_FILE)[-1].at == quiet + cooldown
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_a_sample_at_the_exit_threshold_restarts_the_cooldown(preset: str) -> None:
     policy = _policy(preset)
     run, _, at = _escalated(preset, policy.critical_threshold)

@@ -60,10 +60,13 @@ Row = tuple[float, float, str, str, str, str, str]
 #   at t=135 resets the cooldown; below again from t=145 (68), so at
 #   145 + 120 = t=265 it drops to the highest level a sample in the window
 #   reached: 68 >= 50 -> warning (not normal, although it is 0 since t=160).
-#   Its warning cooldown (exit 40) restarts at t=270 and would end at 390.
+# - The cooldown window slides (as the HPA's stabilisation window): new_file has
+#   been below warning's exit (0.8 * 50 = 40) since t=150, so at 150 + 120 =
+#   t=270 warning's cooldown is complete too and no sample in 150..270 reached
+#   50 -> normal, one tick later, not a second full window later (t=390).
 # - titus's warning exit is 16: below from t=200 (15); 200 + 120 = 320 > 300.
 # - The classes watch every queue and follow the loudest: critical at t=100,
-#   warning at t=265 (titus's warning at 105 does not move them).
+#   warning at t=265 (titus's warning at 105 keeps them there after t=270).
 BALANCED: list[Row] = [
     (95.0, 100.0, "queue", NEW_FILE, "normal", "critical", "sustained_pressure"),
     (95.0, 100.0, "class", "standard", "normal", "critical", "watched_queue"),
@@ -72,6 +75,7 @@ BALANCED: list[Row] = [
     (260.0, 265.0, "queue", NEW_FILE, "critical", "warning", "cooldown_elapsed"),
     (260.0, 265.0, "class", "standard", "critical", "warning", "watched_queue"),
     (260.0, 265.0, "class", "expensive", "critical", "warning", "watched_queue"),
+    (265.0, 270.0, "queue", NEW_FILE, "warning", "normal", "cooldown_elapsed"),
 ]
 
 # conservative: new_file 20/40, titus 8/16; sustained 45, cooldown 90.
@@ -127,10 +131,11 @@ def test_fixture_balanced_details() -> None:
     drop = result.transitions[4]
     assert drop.signal == 0.0
     assert "highest level in the window: warning" in drop.detail
-    # new_file: normal t=5..95 (19 ticks), critical 100..260 (33), warning 265..300 (8).
+    # new_file: normal t=5..95 (19 ticks) and 270..300 (7), critical 100..260 (33),
+    # warning 265 (1).
     assert dict(result.seconds_in_level[NEW_FILE]) == {
-        "normal": 95.0,
-        "warning": 40.0,
+        "normal": 130.0,
+        "warning": 5.0,
         "critical": 165.0,
         "fail_safe": 0.0,
     }
@@ -141,10 +146,14 @@ def test_fixture_balanced_details() -> None:
         "fail_safe": 0.0,
     }
     assert result.seconds_in_level[CONVERSION]["normal"] == 300.0
-    assert dict(result.class_seconds_in_level["expensive"]) == dict(
-        result.seconds_in_level[NEW_FILE]
-    )
-    assert result.flaps_per_hour == pytest.approx(3 * 3600 / 300)
+    # The classes follow the loudest queue: titus keeps them at warning after 270.
+    assert dict(result.class_seconds_in_level["expensive"]) == {
+        "normal": 95.0,
+        "warning": 40.0,
+        "critical": 165.0,
+        "fail_safe": 0.0,
+    }
+    assert result.flaps_per_hour == pytest.approx(4 * 3600 / 300)
 
 
 @pytest.mark.parametrize("preset", ["conservative", "balanced", "aggressive"])
@@ -165,7 +174,7 @@ def test_timeline_matches_the_csv_and_the_engine() -> None:
     points = timeline.points()
     assert points[7] == (40.0, 262.0, "normal")
     assert points[19] == (100.0, 143.0, "critical")
-    assert points[-1] == (300.0, 0.0, "warning")
+    assert points[-1] == (300.0, 0.0, "normal")
     # The replay's levels (kept from transitions) equal the engine's own state, tick by tick.
     trace = load_trace(FIXTURE)
     engine = PolicyEngine(parse_config(), preset="balanced")
@@ -199,12 +208,14 @@ def test_result_is_frozen() -> None:
 
 def test_compare_ranks_every_preset() -> None:
     comparison = compare(FIXTURE)
-    # aggressive: 0 flaps; balanced: 3 queue transitions (36/h); conservative: 4 (48/h).
+    # aggressive: 0 flaps; balanced and conservative: 4 queue transitions (48/h)
+    # each; balanced is throttled less (370 s against conservative's), so it ranks second.
     assert [s.preset for s in comparison.ranking] == ["aggressive", "balanced", "conservative"]
     assert [s.rank for s in comparison.ranking] == [1, 2, 3]
     balanced = comparison.ranking[1]
-    assert (balanced.transitions, balanced.flaps_per_hour) == (3, 36.0)
-    assert balanced.throttled_seconds == 40 + 165 + 200
+    assert (balanced.transitions, balanced.flaps_per_hour) == (4, 48.0)
+    assert balanced.throttled_seconds == 5 + 165 + 200
+    assert balanced.throttled_seconds < comparison.ranking[2].throttled_seconds
     assert balanced.first_escalation_seconds == 95.0
     assert comparison.best.first_escalation_seconds is None
     assert "fewest flaps per hour" in comparison.ranked_by

@@ -24,7 +24,8 @@ from dataclasses import replace
 from admission.policy.config import ClassPolicy, LevelLimits, Preset, QueuePolicy
 from admission.policy.levels import FAIL_SAFE, Level
 from admission.policy.loader import ConfigError, PolicyConfig
-from admission.policy.samples import FailureKind, QueueSample, ReadFailure, signal_value
+from admission.policy.machine import pending_cooldown_level, step_queue
+from admission.policy.samples import QueueSample, ReadFailure
 from admission.policy.state import (
     ClassState,
     Decision,
@@ -82,13 +83,12 @@ class PolicyEngine:
         overrides, expired = _split_expired(state.overrides, now)
         for name, queue in queues.items():
             policy = self._queue_policy(name, overrides)
-            stepped, reason = _step_queue(queue, policy, observations.get(name), now)
-            if stepped is not queue:
-                queues[name] = stepped
+            stepped, code, detail = step_queue(queue, policy, observations.get(name), now)
+            queues[name] = stepped
             before = _queue_display(queue, state.overrides)
             after = _queue_display(stepped, overrides)
             if before != after:
-                why = _expired_reason(expired, "queue", name) or reason
+                why = _expired_reason(expired, "queue", name) or (code, detail)
                 transitions.append(
                     _queue_transition(name, before, after, now, why, policy, stepped)
                 )
@@ -173,11 +173,17 @@ class PolicyEngine:
             return _window(
                 "sustained", Level.WARNING, queue.warning_since, policy.sustained_seconds, now
             )
-        if queue.cooldown_since is not None:
+        below = None
+        if queue.level is Level.CRITICAL:
+            below = queue.critical_exit_since
+        elif queue.level is Level.WARNING:
+            below = queue.warning_exit_since
+        if below is not None:
+            start = max(below, now - policy.cooldown_seconds)
             return _window(
                 "cooldown",
-                queue.cooldown_peak,
-                queue.cooldown_since,
+                pending_cooldown_level(queue, start),
+                below,
                 policy.cooldown_seconds,
                 now,
             )
@@ -418,189 +424,6 @@ class PolicyEngine:
             return safe.critical
         policy = preset.classes.get(name) or self.preset.classes[name]
         return policy.limits(level)
-
-
-# -- one queue, one tick (module level: the hot path of a replay) --------------
-
-
-def _step_queue(
-    queue: QueueState, policy: QueuePolicy, observation: Observation | None, now: float
-) -> tuple[QueueState, tuple[str, str]]:
-    """The queue's next state and the (reason code, detail) of any level change."""
-    value: float | None = None
-    changes: dict[str, object] = {}
-    if isinstance(observation, QueueSample):
-        value = signal_value(observation, policy.signal)
-        if value is None:
-            observation = ReadFailure(
-                queue.name,
-                now,
-                FailureKind.UNKNOWN_SIGNAL,
-                f"the sample does not tell {policy.signal.value}",
-            )
-        else:
-            changes.update(
-                signal=value,
-                last_sample=observation,
-                last_good_at=observation.sampled_at,
-                consecutive_failures=0,
-                last_error=None,
-            )
-    # A good sample ends the run of failed reads (``value`` is only set for one).
-    failures = queue.consecutive_failures if value is None else 0
-    if isinstance(observation, ReadFailure):
-        failures += 1
-        changes.update(
-            consecutive_failures=failures, last_error=f"{observation.kind}: {observation.reason}"
-        )
-    last_good = changes.get("last_good_at", queue.last_good_at)
-    reference = last_good if isinstance(last_good, float | int) else queue.started_at
-    age = now - reference
-    stale = age >= policy.stale_after_seconds
-    failing = failures >= policy.failure_threshold
-
-    if queue.fail_safe:
-        return _step_fail_safe(queue, policy, observation, value, now, stale, failing, changes)
-    if stale or failing:
-        if failing:
-            code = "telemetry_failing"
-            last_error = changes.get("last_error", queue.last_error)
-            why = f"{failures} consecutive failed reads ({last_error})"
-        else:
-            code = "telemetry_stale"
-            why = (
-                f"no good sample for {age:g}s (stale after {policy.stale_after_seconds:g}s)"
-                if queue.last_good_at is not None or value is not None
-                else f"no sample yet after {age:g}s (stale after {policy.stale_after_seconds:g}s)"
-            )
-        changes.update(
-            fail_safe=True,
-            fail_safe_reason=why,
-            fail_safe_since=now,
-            warning_since=None,
-            critical_since=None,
-            cooldown_since=None,
-            recovery_since=None,
-            recovery_peak=Level.NORMAL,
-        )
-        return replace(queue, **changes), (code, why)  # type: ignore[arg-type]
-
-    level = queue.level
-    warning_since, critical_since = queue.warning_since, queue.critical_since
-    cooldown_since, peak = queue.cooldown_since, queue.cooldown_peak
-    if value is not None:
-        if value >= policy.warning_threshold:
-            warning_since = now if warning_since is None else warning_since
-        else:
-            warning_since = None
-        if value >= policy.critical_threshold:
-            critical_since = now if critical_since is None else critical_since
-        else:
-            critical_since = None
-        if level is not Level.NORMAL and value < policy.exit(level):
-            recommended = policy.recommend(value)
-            if cooldown_since is None:
-                cooldown_since, peak = now, recommended
-            elif recommended > peak:
-                peak = recommended
-        else:
-            cooldown_since, peak = None, Level.NORMAL
-
-    reason = ("", "")
-    sustained = policy.sustained_seconds
-    target: Level | None = None
-    since: float | None = None
-    if level < Level.CRITICAL and critical_since is not None and now - critical_since >= sustained:
-        target, since = Level.CRITICAL, critical_since
-    elif level < Level.WARNING and warning_since is not None and now - warning_since >= sustained:
-        target, since = Level.WARNING, warning_since
-    if target is not None and since is not None:
-        reason = (
-            "sustained_pressure",
-            f"{policy.signal.value} at or above {policy.enter(target):g} "
-            f"for {now - since:g}s (sustained {sustained:g}s)",
-        )
-        level, cooldown_since, peak = target, None, Level.NORMAL
-    elif cooldown_since is not None and now - cooldown_since >= policy.cooldown_seconds:
-        reason = (
-            "cooldown_elapsed",
-            f"{policy.signal.value} below {policy.exit(level):g} for {now - cooldown_since:g}s "
-            f"(cooldown {policy.cooldown_seconds:g}s); highest level in the window: {peak}",
-        )
-        level, cooldown_since, peak = peak, None, Level.NORMAL
-    if level is not queue.level:
-        changes.update(level=level, level_since=now)
-    changes.update(
-        warning_since=warning_since,
-        critical_since=critical_since,
-        cooldown_since=cooldown_since,
-        cooldown_peak=peak,
-    )
-    if all(getattr(queue, key) == item for key, item in changes.items()):
-        return queue, reason
-    return replace(queue, **changes), reason  # type: ignore[arg-type]
-
-
-def _step_fail_safe(
-    queue: QueueState,
-    policy: QueuePolicy,
-    observation: Observation | None,
-    value: float | None,
-    now: float,
-    stale: bool,
-    failing: bool,
-    changes: dict[str, object],
-) -> tuple[QueueState, tuple[str, str]]:
-    recovery_since, peak = queue.recovery_since, queue.recovery_peak
-    if isinstance(observation, ReadFailure) or stale:
-        recovery_since, peak = None, Level.NORMAL
-    elif value is not None:
-        recommended = policy.recommend(value)
-        if recovery_since is None:
-            recovery_since, peak = now, recommended
-        elif recommended > peak:
-            peak = recommended
-    if (
-        recovery_since is not None
-        and not stale
-        and not failing
-        and now - recovery_since >= policy.recovery_seconds
-    ):
-        signal = value if value is not None else queue.signal
-        detail = (
-            f"good samples for {now - recovery_since:g}s (recovery "
-            f"{policy.recovery_seconds:g}s); they support {peak}"
-        )
-        changes.update(
-            fail_safe=False,
-            fail_safe_reason=None,
-            fail_safe_since=None,
-            level=peak,
-            level_since=now,
-            recovery_since=None,
-            recovery_peak=Level.NORMAL,
-            warning_since=now
-            if signal is not None and signal >= policy.warning_threshold
-            else None,
-            critical_since=(
-                now if signal is not None and signal >= policy.critical_threshold else None
-            ),
-            cooldown_since=None,
-            cooldown_peak=Level.NORMAL,
-        )
-        return replace(queue, **changes), ("telemetry_recovered", detail)  # type: ignore[arg-type]
-    if failing and not stale:
-        changes["fail_safe_reason"] = (
-            f"{changes.get('consecutive_failures', queue.consecutive_failures)} consecutive "
-            f"failed reads ({changes.get('last_error', queue.last_error)})"
-        )
-    elif stale:
-        age = now - (queue.last_good_at if queue.last_good_at is not None else queue.started_at)
-        changes["fail_safe_reason"] = (
-            f"no good sample for {age:g}s (stale after {policy.stale_after_seconds:g}s)"
-        )
-    changes.update(recovery_since=recovery_since, recovery_peak=peak)
-    return replace(queue, **changes), ("", "")  # type: ignore[arg-type]
 
 
 # -- helpers ------------------------------------------------------------------

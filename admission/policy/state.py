@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from admission.policy.config import LevelLimits
 from admission.policy.levels import FAIL_SAFE, Level
@@ -57,9 +57,15 @@ class Window:
     remaining_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    """One queue's place in the state machine (its baseline, before overrides)."""
+class QueueState(NamedTuple):
+    """One queue's place in the state machine (its baseline, before overrides).
+
+    A named tuple: a replay builds one per queue per tick, and a tuple is the
+    cheapest immutable record Python has.  The windows are kept as instants:
+    ``*_since`` is when the signal last rose to (or, for ``*_exit_since``, fell
+    below the exit threshold of) that level and has stayed there; ``*_reached_at``
+    is the last sample at or above that level's enter threshold.
+    """
 
     name: str
     level: Level
@@ -75,8 +81,10 @@ class QueueState:
     fail_safe_since: float | None = None
     warning_since: float | None = None
     critical_since: float | None = None
-    cooldown_since: float | None = None
-    cooldown_peak: Level = Level.NORMAL
+    warning_exit_since: float | None = None
+    critical_exit_since: float | None = None
+    warning_reached_at: float | None = None
+    critical_reached_at: float | None = None
     recovery_since: float | None = None
     recovery_peak: Level = Level.NORMAL
 

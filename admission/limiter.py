@@ -387,8 +387,9 @@ class AdaptiveLimiter:
             self._check_floors(max_concurrency)
             self._max_concurrency = max_concurrency
         now = self._now()
+        shrinks = burst is not None and burst < self._bucket.burst
         self._bucket.retune(now, rate=rate, burst=burst)
-        self._settle(now)
+        self._settle(now, check_fit=shrinks)
 
     def retune_class(
         self,
@@ -429,13 +430,15 @@ class AdaptiveLimiter:
         if share is not None:
             part.share = float(share)
         now = self._now()
+        shrinks = part.bucket is None and rate is not None
         if part.bucket is None and rate is not None:
             part.bucket = TokenBucket(rate, burst if burst is not None else max(1.0, rate), now=now)
         elif part.bucket is not None:
+            shrinks = burst is not None and burst < part.bucket.burst
             part.bucket.retune(now, rate=rate, burst=burst)
         self._fast = self._plain_default()
         self._open = self._fast and not self._waiting
-        self._settle(now)
+        self._settle(now, check_fit=shrinks)
 
     # -- internals: validation ----------------------------------------------
 
@@ -633,9 +636,9 @@ class AdaptiveLimiter:
             self._open = self._fast
         waiter.wake()
 
-    def _settle(self, now: float) -> None:
-        """After a retune: fail waiters that can never fit, then re-plan."""
-        for part in self._partitions.values():
+    def _settle(self, now: float, *, check_fit: bool) -> None:
+        """After a retune: fail waiters that can never fit (if a burst shrank), re-plan."""
+        for part in self._partitions.values() if check_fit else ():
             class_burst = part.bucket.burst if part.bucket is not None else math.inf
             burst = min(self._bucket.burst, class_burst)
             for waiter in part.queue:
@@ -723,16 +726,15 @@ class AdaptiveLimiter:
             self._elect()
 
     def _elect(self) -> None:
-        """Wake one parked waiter so that it takes the timer."""
+        """Wake one parked waiter so that it takes the timer.
+
+        The last in line is chosen: it will be granted last, so it keeps the
+        timer for the whole queue instead of handing it on after every grant.
+        """
         if self._timer_owner is not None or self._wake_at is None:
             return
-        for part in self._partitions.values():
-            head = part.head()
-            if head is not None and head.event is not None:
-                head.event.set()
-                return
-        for part in self._partitions.values():
-            for waiter in part.queue:
+        for part in reversed(self._partitions.values()):
+            for waiter in reversed(part.queue):
                 if waiter.state == WAITING and waiter.event is not None:
                     waiter.event.set()
                     return

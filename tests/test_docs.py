@@ -9,25 +9,30 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from admission.policy import parse_config
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def _blocks() -> list[tuple[str, str]]:
+def _blocks(pattern: re.Pattern[str]) -> list[tuple[str, str]]:
     found = []
     for document in DOCUMENTS:
         text = document.read_text(encoding="utf-8")
-        for number, match in enumerate(BLOCK.finditer(text), start=1):
+        for number, match in enumerate(pattern.finditer(text), start=1):
             found.append((f"{document.relative_to(ROOT)}#{number}", match.group(1)))
     return found
 
 
-BLOCKS = _blocks()
+BLOCKS = _blocks(BLOCK)
+TOML_BLOCKS = _blocks(TOML_BLOCK)
 
 
 def test_the_docs_have_python_blocks() -> None:
@@ -46,3 +51,9 @@ def test_block_runs(name: str, code: str, tmp_path: Path) -> None:
         command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize(("name", "text"), TOML_BLOCKS, ids=[name for name, _ in TOML_BLOCKS])
+def test_toml_block_is_a_valid_configuration(name: str, text: str) -> None:
+    config = parse_config(tomllib.loads(text))
+    assert config.presets, name

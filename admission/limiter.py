@@ -38,6 +38,7 @@ from admission.bucket import TOLERANCE, TokenBucket, check_burst, check_rate
 from admission.classes import WorkloadClass, check_concurrency, check_floor, check_share
 from admission.clock import Clock, get_default_clock
 from admission.errors import AdmissionTimeout
+from admission.permit import Admission, Permit, check_timeout
 from admission.snapshot import ClassSnapshot, LimiterSnapshot, percentile
 
 __all__ = ["AdaptiveLimiter", "Permit"]
@@ -49,74 +50,6 @@ DEFAULT_CLASS = "default"
 
 # One token, less the float slack the bucket allows (see bucket.TOLERANCE).
 _ONE = 1.0 - TOLERANCE
-
-
-class Permit:
-    """One admission: holds a concurrency slot until :meth:`release`."""
-
-    __slots__ = ("_limiter", "_partition", "_released", "cost", "waited_seconds")
-
-    def __init__(
-        self, limiter: AdaptiveLimiter, partition: Partition, cost: float, waited: float
-    ) -> None:
-        self._limiter = limiter
-        self._partition = partition
-        self._released = False
-        self.cost = cost
-        #: Seconds the request spent queued before it was admitted.
-        self.waited_seconds = waited
-
-    @property
-    def workload_class(self) -> str:
-        return self._partition.name
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
-    def release(self) -> None:
-        """Give the concurrency slot back.  Calling it again does nothing."""
-        if not self._released:
-            self._released = True
-            self._limiter._release(self._partition)
-
-    def __enter__(self) -> Permit:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        state = "released" if self._released else "held"
-        return f"<Permit {self._limiter.name}/{self._partition.name} cost={self.cost!r} {state}>"
-
-
-class _Admission:
-    """The context manager returned by :meth:`AdaptiveLimiter.admit`."""
-
-    __slots__ = ("_cost", "_limiter", "_partition", "_permit", "_timeout")
-
-    def __init__(
-        self, limiter: AdaptiveLimiter, partition: Partition, cost: float, timeout: float | None
-    ) -> None:
-        self._limiter = limiter
-        self._partition = partition
-        self._cost = cost
-        self._timeout = timeout
-        self._permit: Permit | None = None
-
-    async def __aenter__(self) -> Permit:
-        self._permit = await self._limiter._acquire(self._partition, self._cost, self._timeout)
-        return self._permit
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._permit is not None:
-            self._permit.release()
 
 
 class AdaptiveLimiter:
@@ -313,17 +246,17 @@ class AdaptiveLimiter:
 
     def admit(
         self, cost: float = 1, workload_class: str | None = None, timeout: float | None = None
-    ) -> _Admission:
+    ) -> Admission:
         """``async with limiter.admit(...) as permit:`` admits, then releases on exit."""
         part = self._partition(workload_class)
-        return _Admission(self, part, self._check_cost(cost, part), _check_timeout(timeout))
+        return Admission(self, part, self._check_cost(cost, part), check_timeout(timeout))
 
     async def acquire(
         self, cost: float = 1, workload_class: str | None = None, timeout: float | None = None
     ) -> Permit:
         """Wait for admission; the caller must ``release()`` the returned permit."""
         part = self._partition(workload_class)
-        return await self._acquire(part, self._check_cost(cost, part), _check_timeout(timeout))
+        return await self._acquire(part, self._check_cost(cost, part), check_timeout(timeout))
 
     def try_acquire(self, cost: float = 1, workload_class: str | None = None) -> Permit | None:
         """Admit now or return ``None``; never waits and never overtakes a waiter."""
@@ -345,7 +278,7 @@ class AdaptiveLimiter:
         """A decorator admitting every call of an ``async def`` handler."""
         part = self._partition(workload_class)
         checked_cost = self._check_cost(cost, part)
-        checked_timeout = _check_timeout(timeout)
+        checked_timeout = check_timeout(timeout)
 
         def decorate(func: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
             if not inspect.iscoroutinefunction(func):
@@ -760,13 +693,3 @@ class AdaptiveLimiter:
             class_needed = own_ahead + cost - part.bucket.peek(now)
             delay = max(delay, class_needed / part.bucket.rate)
         return delay
-
-
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
-        raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)

@@ -1,0 +1,12 @@
+"""Shared fixtures: every backend-neutral async test runs on asyncio and on trio."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The anyio backends the core must work on."""
+    backend: str = request.param
+    return backend

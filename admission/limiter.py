@@ -15,29 +15,18 @@ The semantics are DESIGN.md's "Token bucket and limiter semantics":
 from __future__ import annotations
 
 import functools
-import heapq
 import inspect
-import itertools
-import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-import anyio
-
 from admission._partition import (
-    CANCELLED,
-    FAILED,
-    GRANTED,
-    TIMED_OUT,
-    WAITING,
     Partition,
-    Waiter,
 )
+from admission._scheduler import Scheduler
 from admission.bucket import TOLERANCE, TokenBucket, check_burst, check_rate
 from admission.classes import WorkloadClass, check_concurrency, check_floor, check_share
 from admission.clock import Clock, get_default_clock
-from admission.errors import AdmissionTimeout
 from admission.permit import Admission, Permit, check_timeout
 from admission.snapshot import ClassSnapshot, LimiterSnapshot, percentile
 
@@ -52,33 +41,14 @@ DEFAULT_CLASS = "default"
 _ONE = 1.0 - TOLERANCE
 
 
-class AdaptiveLimiter:
+class AdaptiveLimiter(Scheduler):
     """Admission by rate, burst and concurrency, retunable while in use.
 
     ``async with limiter:`` admits one unit of the default (first) class;
     ``limiter.admit(cost=, workload_class=, timeout=)`` is the general form.
     """
 
-    __slots__ = (
-        "_bucket",
-        "_clock",
-        "_deadlines",
-        "_default",
-        "_fast",
-        "_in_flight",
-        "_max_concurrency",
-        "_now",
-        "_open",
-        "_partitions",
-        "_seq",
-        "_timer_at",
-        "_timer_owner",
-        "_timer_scope",
-        "_vtime",
-        "_waiting",
-        "_wake_at",
-        "name",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -93,35 +63,22 @@ class AdaptiveLimiter:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        self.name = name
-        self._clock = clock if clock is not None else get_default_clock()
-        self._now = self._clock.monotonic
-        now = self._now()
-        self._bucket = TokenBucket(rate, burst, now=now, tokens=initial_tokens)
-        self._max_concurrency = check_concurrency(max_concurrency)
+        clock = clock if clock is not None else get_default_clock()
+        now = clock.monotonic()
+        bucket = TokenBucket(rate, burst, now=now, tokens=initial_tokens)
+        cap = check_concurrency(max_concurrency)
         specs = [WorkloadClass(c) if isinstance(c, str) else c for c in (classes or ())]
         if not specs:
             specs = [WorkloadClass(DEFAULT_CLASS)]
-        self._partitions: dict[str, Partition] = {}
+        partitions: dict[str, Partition] = {}
         for spec in specs:
             if not isinstance(spec, WorkloadClass):
                 raise TypeError(f"classes must hold WorkloadClass or str, got {spec!r}")
-            if spec.name in self._partitions:
+            if spec.name in partitions:
                 raise ValueError(f"classes: duplicate workload class {spec.name!r}")
-            self._partitions[spec.name] = Partition(spec, now)
-        self._check_floors(self._max_concurrency)
-        self._default = next(iter(self._partitions.values()))
-        self._fast = self._plain_default()
-        self._open = self._fast  # the fast path may run: plain default class, nobody queued
-        self._in_flight = 0
-        self._waiting = 0
-        self._seq = itertools.count()
-        self._vtime = 0.0
-        self._deadlines: list[tuple[float, int, Waiter]] = []
-        self._timer_owner: Waiter | None = None
-        self._timer_scope: anyio.CancelScope | None = None
-        self._timer_at: float | None = None
-        self._wake_at: float | None = None
+            partitions[spec.name] = Partition(spec, now)
+        super().__init__(name, clock, bucket, cap, partitions)
+        self._check_floors(cap)
 
     # -- introspection -------------------------------------------------------
 
@@ -386,20 +343,6 @@ class AdaptiveLimiter:
                 f"{self.name}: unknown workload_class {name!r} (known: {known})"
             ) from None
 
-    def _check_cost(self, cost: float, part: Partition) -> float:
-        if isinstance(cost, bool) or not isinstance(cost, int | float):
-            raise TypeError(f"cost must be a number, got {cost!r}")
-        if not math.isfinite(cost) or cost <= 0:
-            raise ValueError(f"cost must be a finite number > 0, got {cost!r}")
-        burst = self._bucket.burst
-        if cost > burst:
-            raise ValueError(f"cost={cost!r} exceeds the burst={burst!r} of limiter {self.name!r}")
-        if part.bucket is not None and cost > part.bucket.burst:
-            raise ValueError(
-                f"cost={cost!r} exceeds the burst={part.bucket.burst!r} of class {part.name!r}"
-            )
-        return float(cost)
-
     def _check_floors(self, cap: int | None) -> None:
         if cap is None:
             return
@@ -408,288 +351,3 @@ class AdaptiveLimiter:
             raise ValueError(
                 f"max_concurrency={cap} is below the sum of the classes' minimum_floor ({floors})"
             )
-
-    # -- internals: the grant rules -------------------------------------------
-
-    def _plain_default(self) -> bool:
-        """Is the default class limited by the limiter alone (so the fast path may skip it)?"""
-        default = self._default
-        return (
-            default.bucket is None
-            and default.max_concurrency is None
-            and not any(p.minimum_floor for p in self._partitions.values())
-        )
-
-    def _slot_free(self, part: Partition) -> bool:
-        if part.max_concurrency is not None and part.in_flight >= part.max_concurrency:
-            return False
-        cap = self._max_concurrency
-        if cap is None:
-            return True
-        free = cap - self._in_flight
-        if free <= 0:
-            return False
-        # Slots other classes are owed by their floor stay theirs.
-        reserved = 0
-        for other in self._partitions.values():
-            if other is not part and other.minimum_floor:
-                reserved += other.unmet_floor()
-        return free > reserved
-
-    def _admissible(self, part: Partition, cost: float, now: float) -> bool:
-        return (
-            self._slot_free(part)
-            and (part.bucket is None or part.bucket.has(cost, now))
-            and self._bucket.has(cost, now)
-        )
-
-    def _may_enter(self, part: Partition, cost: float, now: float) -> bool:
-        """Could a newcomer be admitted now without overtaking anyone?"""
-        if self._waiting:
-            if part.head() is not None:
-                return False
-            # A head that could use the tokens now is waiting for them.
-            for other in self._partitions.values():
-                head = other.head()
-                if head is not None and self._eligible(other, head, now):
-                    return False
-        return self._admissible(part, cost, now)
-
-    def _eligible(self, part: Partition, waiter: Waiter, now: float) -> bool:
-        """Not held back by anything of its own class: only the shared bucket may stop it."""
-        return self._slot_free(part) and (part.bucket is None or part.bucket.has(waiter.cost, now))
-
-    def _grant_now(self, part: Partition, cost: float) -> None:
-        self._bucket.tokens -= cost
-        if part.bucket is not None:
-            part.bucket.tokens -= cost
-        self._in_flight += 1
-        part.in_flight += 1
-        part.admitted_total += 1
-
-    def _release(self, part: Partition) -> None:
-        self._in_flight -= 1
-        part.in_flight -= 1
-        if self._waiting:
-            self._dispatch(self._now(), elect=True)
-
-    # -- internals: waiting ----------------------------------------------------
-
-    async def _acquire(self, part: Partition, cost: float, timeout: float | None) -> Permit:
-        now = self._now()
-        if self._may_enter(part, cost, now):
-            self._grant_now(part, cost)
-            return Permit(self, part, cost, 0.0)
-        # The cost was checked when admit()/limit() was called; a retune since
-        # may have lowered a burst under it, and that must not be an endless wait.
-        self._check_cost(cost, part)
-        if timeout is not None and timeout <= 0:
-            part.timed_out_total += 1
-            raise AdmissionTimeout(
-                self._retry_after(part, cost, (math.inf, 0), now),
-                limiter=self.name,
-                workload_class=part.name,
-            )
-        waiter = self._enqueue(part, cost, timeout, now)
-        self._dispatch(now, elect=False)
-        try:
-            while waiter.state == WAITING:
-                if self._timer_owner is None and self._wake_at is not None:
-                    await self._keep_time(waiter)
-                else:
-                    waiter.event = anyio.Event()
-                    await waiter.event.wait()
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        if waiter.state == GRANTED:
-            return Permit(self, part, cost, waiter.waited)
-        if waiter.state == TIMED_OUT:
-            raise AdmissionTimeout(waiter.retry_after, limiter=self.name, workload_class=part.name)
-        assert waiter.error is not None
-        raise waiter.error
-
-    def _enqueue(self, part: Partition, cost: float, timeout: float | None, now: float) -> Waiter:
-        tag = max(self._vtime, part.last_finish)
-        part.last_finish = tag + cost / part.share
-        waiter = Waiter(part, cost, next(self._seq), tag, now)
-        part.queue.append(waiter)
-        part.waiting += 1
-        self._waiting += 1
-        self._open = False
-        if timeout is not None:
-            waiter.deadline = now + timeout
-            heapq.heappush(self._deadlines, (waiter.deadline, waiter.seq, waiter))
-        return waiter
-
-    async def _keep_time(self, waiter: Waiter) -> None:
-        """Sleep on the limiter's one timer, then settle whatever fell due."""
-        wake_at = self._wake_at
-        assert wake_at is not None
-        self._timer_owner = waiter
-        self._timer_at = wake_at
-        try:
-            with anyio.CancelScope() as scope:
-                self._timer_scope = scope
-                await self._clock.sleep(wake_at - self._now())
-        finally:
-            if self._timer_owner is waiter:
-                self._timer_owner = None
-                self._timer_scope = None
-                self._timer_at = None
-        self._dispatch(self._now(), elect=False)
-        if waiter.state != WAITING:
-            # Settled (granted, timed out) by that very dispatch or before it: the
-            # timer is free and the waiters left behind need someone to keep it.
-            self._elect()
-
-    def _abandon(self, waiter: Waiter) -> None:
-        """The waiting task is leaving with an exception (cancellation, mostly)."""
-        part = waiter.partition
-        if waiter.state == GRANTED:
-            # Granted while the cancellation was already on its way: undo it all.
-            self._bucket.give_back(waiter.cost)
-            if part.bucket is not None:
-                part.bucket.give_back(waiter.cost)
-            part.admitted_total -= 1
-            part.cancelled_total += 1
-            self._release(part)
-            return
-        if waiter.state == WAITING:
-            self._settle_waiter(waiter, CANCELLED)
-            part.cancelled_total += 1
-        self._dispatch(self._now(), elect=True)
-
-    def _settle_waiter(self, waiter: Waiter, state: int) -> None:
-        waiter.state = state
-        part = waiter.partition
-        part.waiting -= 1
-        self._waiting -= 1
-        if not self._waiting:
-            self._open = self._fast
-        waiter.wake()
-
-    def _settle(self, now: float, *, check_fit: bool) -> None:
-        """After a retune: fail waiters that can never fit (if a burst shrank), re-plan."""
-        for part in self._partitions.values() if check_fit else ():
-            class_burst = part.bucket.burst if part.bucket is not None else math.inf
-            burst = min(self._bucket.burst, class_burst)
-            for waiter in part.queue:
-                if waiter.state == WAITING and waiter.cost > burst:
-                    waiter.error = ValueError(
-                        f"cost={waiter.cost!r} no longer fits limiter {self.name!r}/"
-                        f"{part.name!r} after retune (burst {burst!r})"
-                    )
-                    self._settle_waiter(waiter, FAILED)
-        self._dispatch(now, elect=True)
-
-    def _dispatch(self, now: float, *, elect: bool) -> None:
-        """Expire deadlines, grant every waiter that may go, and plan the timer."""
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            waiter = heapq.heappop(deadlines)[2]
-            if waiter.state == WAITING:
-                part = waiter.partition
-                waiter.retry_after = self._retry_after(
-                    part, waiter.cost, (waiter.tag, waiter.seq), now
-                )
-                part.timed_out_total += 1
-                self._settle_waiter(waiter, TIMED_OUT)
-        blocked: Waiter | None = None
-        while self._waiting:
-            chosen = self._select(now)
-            if chosen is None:
-                break
-            if not self._bucket.has(chosen.cost, now):
-                blocked = chosen
-                break
-            self._grant(chosen, now)
-        self._plan(now, blocked, elect)
-
-    def _select(self, now: float) -> Waiter | None:
-        """The eligible class head with the smallest start tag."""
-        best: Waiter | None = None
-        for part in self._partitions.values():
-            head = part.head()
-            if head is None or not self._eligible(part, head, now):
-                continue
-            if best is None or (head.tag, head.seq) < (best.tag, best.seq):
-                best = head
-        return best
-
-    def _grant(self, waiter: Waiter, now: float) -> None:
-        part = waiter.partition
-        part.queue.popleft()
-        self._grant_now(part, waiter.cost)
-        waiter.waited = now - waiter.enqueued_at
-        part.waits.append((part.admitted_total, waiter.waited))
-        self._vtime = waiter.tag
-        self._settle_waiter(waiter, GRANTED)
-
-    def _plan(self, now: float, blocked: Waiter | None, elect: bool) -> None:
-        wake_at: float | None = None
-        if blocked is not None:
-            wake_at = now + self._bucket.delay_until(blocked.cost, now)
-        for part in self._partitions.values():
-            if part.bucket is None:
-                continue
-            head = part.head()
-            if head is not None and self._slot_free(part):
-                at = now + part.bucket.delay_until(head.cost, now)
-                if at > now and (wake_at is None or at < wake_at):
-                    wake_at = at
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][2].state != WAITING:
-            heapq.heappop(deadlines)
-        if deadlines and (wake_at is None or deadlines[0][0] < wake_at):
-            wake_at = deadlines[0][0]
-        self._wake_at = wake_at
-        owner = self._timer_owner
-        if owner is not None:
-            # Wake the timekeeper if it was granted (its caller is waiting on
-            # it) or if the plan moved earlier; a later plan it finds by itself
-            # when it wakes, which costs less than waking it twice.
-            timer_at = self._timer_at
-            if owner.state != WAITING or (
-                wake_at is not None and timer_at is not None and wake_at < timer_at
-            ):
-                assert self._timer_scope is not None
-                self._timer_scope.cancel()
-        elif wake_at is not None and elect:
-            self._elect()
-
-    def _elect(self) -> None:
-        """Wake one parked waiter so that it takes the timer.
-
-        The last in line is chosen: it will be granted last, so it keeps the
-        timer for the whole queue instead of handing it on after every grant.
-        """
-        if self._timer_owner is not None or self._wake_at is None:
-            return
-        for part in reversed(self._partitions.values()):
-            for waiter in reversed(part.queue):
-                if waiter.state == WAITING and waiter.event is not None:
-                    waiter.event.set()
-                    return
-
-    def _retry_after(
-        self, part: Partition, cost: float, order: tuple[float, int], now: float
-    ) -> float:
-        """Seconds until ``cost`` more fits once everything queued ahead has gone."""
-        ahead = 0.0
-        own_ahead = 0.0
-        for other in self._partitions.values():
-            for waiter in other.queue:
-                # (tag, seq) is the order _select serves in: equal tags go by arrival.
-                if (waiter.tag, waiter.seq) >= order:
-                    break
-                if waiter.state == WAITING:
-                    ahead += waiter.cost
-                    if other is part:
-                        own_ahead += waiter.cost
-        needed = ahead + cost - self._bucket.peek(now)
-        delay = max(0.0, needed / self._bucket.rate)
-        if part.bucket is not None:
-            class_needed = own_ahead + cost - part.bucket.peek(now)
-            delay = max(delay, class_needed / part.bucket.rate)
-        return delay

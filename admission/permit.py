@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from admission._partition import Partition
 
 if TYPE_CHECKING:
-    from admission.limiter import AdaptiveLimiter
+    from admission._scheduler import Scheduler
 
 __all__ = ["Admission", "Permit", "check_timeout"]
 
@@ -20,7 +20,7 @@ class Permit:
     __slots__ = ("_limiter", "_partition", "_released", "cost", "waited_seconds")
 
     def __init__(
-        self, limiter: AdaptiveLimiter, partition: Partition, cost: float, waited: float
+        self, limiter: Scheduler, partition: Partition, cost: float, waited: float
     ) -> None:
         self._limiter = limiter
         self._partition = partition
@@ -60,7 +60,7 @@ class Admission:
     __slots__ = ("_cost", "_limiter", "_partition", "_permit", "_timeout")
 
     def __init__(
-        self, limiter: AdaptiveLimiter, partition: Partition, cost: float, timeout: float | None
+        self, limiter: Scheduler, partition: Partition, cost: float, timeout: float | None
     ) -> None:
         self._limiter = limiter
         self._partition = partition

@@ -46,7 +46,6 @@ class Scheduler:
         "_deadlines",
         "_default",
         "_fast",
-        "_in_flight",
         "_max_concurrency",
         "_now",
         "_open",
@@ -78,7 +77,6 @@ class Scheduler:
         self._default = next(iter(partitions.values()))
         self._fast = self._plain_default()
         self._open = self._fast  # the fast path may run: plain default class, nobody queued
-        self._in_flight = 0
         self._waiting = 0
         self._seq = itertools.count()
         self._vtime = 0.0
@@ -104,13 +102,17 @@ class Scheduler:
 
     # -- internals: the grant rules -------------------------------------------
 
+    def _total_in_flight(self) -> int:
+        return sum(p.in_flight for p in self._partitions.values())
+
     def _plain_default(self) -> bool:
-        """Is the default class limited by the limiter alone (so the fast path may skip it)?"""
+        """May the fast path run: one class, limited by the limiter alone?"""
         default = self._default
         return (
-            default.bucket is None
+            len(self._partitions) == 1
+            and default.bucket is None
             and default.max_concurrency is None
-            and not any(p.minimum_floor for p in self._partitions.values())
+            and not default.minimum_floor
         )
 
     def _slot_free(self, part: Partition) -> bool:
@@ -119,7 +121,7 @@ class Scheduler:
         cap = self._max_concurrency
         if cap is None:
             return True
-        free = cap - self._in_flight
+        free = cap - self._total_in_flight()
         if free <= 0:
             return False
         # Slots other classes are owed by their floor stay theirs.
@@ -156,12 +158,10 @@ class Scheduler:
         self._bucket.tokens -= cost
         if part.bucket is not None:
             part.bucket.tokens -= cost
-        self._in_flight += 1
         part.in_flight += 1
         part.admitted_total += 1
 
     def _release(self, part: Partition) -> None:
-        self._in_flight -= 1
         part.in_flight -= 1
         if self._waiting:
             self._dispatch(self._now(), elect=True)

@@ -105,7 +105,7 @@ class AdaptiveLimiter(Scheduler):
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._total_in_flight()
 
     @property
     def waiting(self) -> int:
@@ -145,7 +145,7 @@ class AdaptiveLimiter(Scheduler):
             burst=self._bucket.burst,
             tokens=self._bucket.peek(now),
             max_concurrency=self._max_concurrency,
-            in_flight=self._in_flight,
+            in_flight=sum(c.in_flight for c in classes),
             waiting=self._waiting,
             admitted_total=sum(c.admitted_total for c in classes),
             rejected_total=sum(c.rejected_total for c in classes),
@@ -160,7 +160,7 @@ class AdaptiveLimiter(Scheduler):
         cap = self._max_concurrency
         return (
             f"<AdaptiveLimiter {self.name!r} rate={self.rate!r} burst={self.burst!r} "
-            f"max_concurrency={cap!r} in_flight={self._in_flight} waiting={self._waiting}>"
+            f"max_concurrency={cap!r} in_flight={self.in_flight} waiting={self._waiting}>"
         )
 
     # -- admission -----------------------------------------------------------
@@ -168,10 +168,12 @@ class AdaptiveLimiter(Scheduler):
     async def __aenter__(self) -> None:
         # The fast path, inlined on purpose (it is the floor every handler pays):
         # nobody queued, so nobody can be overtaken, and the default class has
-        # no limits of its own to consult.
+        # no limits of its own to consult (and, being the only class, its
+        # in-flight count is the limiter's).
         if self._open:
             cap = self._max_concurrency
-            if cap is None or self._in_flight < cap:
+            part = self._default
+            if cap is None or part.in_flight < cap:
                 bucket = self._bucket
                 now = self._now()
                 tokens = bucket.tokens
@@ -183,8 +185,6 @@ class AdaptiveLimiter(Scheduler):
                 if tokens >= _ONE:
                     bucket.tokens = tokens - 1.0
                     bucket.updated_at = now
-                    self._in_flight += 1
-                    part = self._default
                     part.in_flight += 1
                     part.admitted_total += 1
                     return
@@ -196,7 +196,6 @@ class AdaptiveLimiter(Scheduler):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._in_flight -= 1
         self._default.in_flight -= 1
         if self._waiting:
             self._dispatch(self._now(), elect=True)

@@ -377,6 +377,10 @@ def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ADMISSION_CONFIG") as info:
         load_config(environ={"ADMISSION_CONFIG": str(missing)})
     assert str(missing) in str(info.value)
+    # Given as an argument, the message names the argument, not the variable.
+    with pytest.raises(ConfigError, match="config file=") as info:
+        load_config(missing, environ={})
+    assert "ADMISSION_CONFIG" not in str(info.value)
 
 
 def test_invalid_toml_is_an_error_naming_the_file(tmp_path: Path) -> None:

@@ -332,7 +332,8 @@ def load_config(
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"ADMISSION_CONFIG={str(file)!r}: no such file") from None
+            where = "config file" if path is not None else "ADMISSION_CONFIG"
+            raise ConfigError(f"{where}={str(file)!r}: no such file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     return parse_config(data, preset=settings.preset or None)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from admission import AdaptiveLimiter, Permit
+from admission import AdaptiveLimiter, AdmissionTimeout, Permit
 from admission.testing import VirtualClock
 
 #: A task body to start in a task group.
@@ -36,6 +36,50 @@ async def start_in_order(clock: VirtualClock, tg: TaskGroup, *jobs: Job) -> None
     for job in jobs:
         tg.start_soon(job)
         await clock.advance(0)
+
+
+async def run_together(clock: VirtualClock, job: Job, copies: int, seconds: float) -> None:
+    """Start ``copies`` of job at once, then let the clock run for ``seconds``."""
+    async with running() as tg:
+        for _ in range(copies):
+            tg.start_soon(job)
+        await clock.advance(seconds)
+
+
+async def timeout_of(
+    clock: VirtualClock, call: Callable[[], Awaitable[object]], seconds: float = 10
+) -> tuple[float, AdmissionTimeout]:
+    """Run call, which must time out within ``seconds``: when it did, and the error."""
+    errors: list[tuple[float, AdmissionTimeout]] = []
+
+    async def run() -> None:
+        try:
+            await call()
+        except AdmissionTimeout as exc:
+            errors.append((clock.monotonic(), exc))
+
+    async with running() as tg:
+        tg.start_soon(run)
+        await clock.advance(seconds)
+    [(at, error)] = errors
+    return at, error
+
+
+def admit_and_release(
+    limiter: AdaptiveLimiter,
+    clock: VirtualClock,
+    granted: list[float],
+    cost: float = 1,
+    timeout: float | None = None,
+) -> Job:
+    """A job that acquires, notes in ``granted`` when it was admitted, and releases at once."""
+
+    async def run() -> None:
+        permit = await limiter.acquire(cost, timeout=timeout)
+        granted.append(clock.monotonic())
+        permit.release()
+
+    return run
 
 
 def drained(limiter: AdaptiveLimiter, cost: float = 1) -> AdaptiveLimiter:

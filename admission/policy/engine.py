@@ -151,7 +151,13 @@ class PolicyEngine:
     # -- views ------------------------------------------------------------------
 
     def queue_policy(self, state: PolicyState, queue: str) -> QueuePolicy:
+        """The policy in force on ``queue`` (a preset pin on it included)."""
         return self._queue_policy(queue, state.overrides)
+
+    @staticmethod
+    def shown_level(state: PolicyState, queue: str) -> str:
+        """``queue``'s level as shown: a level pin wins, then fail-safe, then its level."""
+        return _queue_display(state.queues[queue], state.overrides)
 
     def window(self, queue: QueueState, now: float, policy: QueuePolicy) -> Window | None:
         """The anti-flap window running on ``queue``, if any."""

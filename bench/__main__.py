@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import contended, fastpath, policy, retune, waiters
+from bench import contended, fastpath, monitor, policy, retune, telemetry, waiters
 from bench._common import Section
 from bench.report import machine, render, to_json
 
@@ -22,6 +22,8 @@ FULL: dict[str, Callable[[], Section]] = {
         latency_sizes=(1, 1_000, 10_000), cpu_sizes=(0, 1_000, 10_000), repeats=7
     ),
     "policy": lambda: policy.run(),
+    "monitor": lambda: monitor.run(),
+    "telemetry": lambda: telemetry.run(),
 }
 
 QUICK: dict[str, Callable[[], Section]] = {
@@ -32,6 +34,10 @@ QUICK: dict[str, Callable[[], Section]] = {
     "policy": lambda: policy.run(
         queues=50, ticks=4, warmup=2, trace_queues=3, trace_hours=0.1, repeats=1, profile=False
     ),
+    "monitor": lambda: monitor.run(
+        tick_queues=10, ticks=8, rabbit_queues=0, workers=2, seconds=0.05, interval=0.01, repeats=1
+    ),
+    "telemetry": lambda: telemetry.run(sizes=(1, 3), ticks=3, warmup=1, background=5, settle=0.0),
 }
 
 

@@ -95,7 +95,7 @@ def _numeric(text: str) -> bool:
 
 def _table(header: list[str], body: list[list[str]]) -> list[str]:
     right = [all(_numeric(row[i]) for row in body) for i in range(len(header))]
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(row[i]) for row in body)]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
         padded = [

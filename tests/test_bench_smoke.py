@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import contended, fastpath, policy, retune, waiters
+from bench import contended, fastpath, monitor, policy, retune, waiters
 from bench.__main__ import main
 from bench._common import Section
 from bench.report import machine, render, to_json
@@ -27,12 +27,28 @@ def sections() -> dict[str, Section]:
         waiters.run(sizes=(40, 100), repeats=1, rate=100.0, burst=2, window=0.03),
         retune.run(latency_sizes=(1, 10), cpu_sizes=(0, 10), repeats=1),
         policy.run(queues=20, ticks=2, warmup=2, trace_queues=2, trace_hours=0.05, repeats=1),
+        monitor.run(
+            tick_queues=5,
+            ticks=4,
+            rabbit_queues=0,
+            workers=2,
+            seconds=0.05,
+            interval=0.01,
+            repeats=1,
+        ),
     ]
     return {s.key: s for s in runs}
 
 
 def test_every_benchmark_reports(sections: dict[str, Section]) -> None:
-    assert set(sections) == {"fastpath", "contended", "waiters", "retune", "policy"}
+    assert set(sections) == {
+        "fastpath",
+        "contended",
+        "waiters",
+        "retune",
+        "policy",
+        "monitor",
+    }
     for section in sections.values():
         assert section.title
         assert section.method
@@ -112,3 +128,23 @@ def test_cli_quick_writes_only_where_told(tmp_path: Path) -> None:
     assert main(["--quick", "--only", "fastpath", "--out", str(tmp_path)]) == 0
     assert "Uncontended fast path" in (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
     assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["mode"] == "quick"
+
+
+@pytest.mark.service
+def test_telemetry_times_both_modes_on_the_real_broker() -> None:
+    from services import rabbitmq_management
+
+    from bench import telemetry
+
+    rabbitmq_management()
+    section = telemetry.run(sizes=(1, 3), ticks=2, warmup=1, background=2, settle=0.0)
+    assert section.key == "telemetry"
+    assert [row["N"] for row in section.rows] == [1, 3]
+    for row in section.rows:
+        assert set(row) == set(section.columns)
+        for column in section.columns[1:]:
+            value = row[column]
+            assert isinstance(value, float)
+            assert value > 0, (column, row)
+    assert all(math.isfinite(check.value) and check.value > 0 for check in section.checks)
+    assert sum(note.startswith("Crossover") for note in section.notes) == 3

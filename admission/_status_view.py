@@ -11,8 +11,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from admission.policy import FAIL_SAFE, LevelLimits, PolicyEngine, PolicyState, Transition
+from admission.policy import (
+    FAIL_SAFE,
+    Level,
+    LevelLimits,
+    PolicyEngine,
+    PolicyState,
+    QueueState,
+    Transition,
+    Window,
+)
 from admission.status import (
+    ActiveWork,
     ClassStatus,
     LimiterStatus,
     OverrideStatus,
@@ -46,6 +56,7 @@ class ClassView:
 
     limiters: tuple[LimiterStatus, ...]
     deferred_total: int
+    active: tuple[ActiveWork, ...] = ()
 
 
 def transition_record(transition: Transition, to_wall: ToWall) -> TransitionRecord:
@@ -106,8 +117,10 @@ def build_status(
             leading.cooldown_remaining_seconds,
         )
         level = leading.severity
-    if stopped:
-        level = FAIL_SAFE
+    if stopped or level == FAIL_SAFE:
+        # Existing clients know three levels; fail-safe runs the conservative
+        # critical limits, so it reads as critical, with fail_safe beside it.
+        level = "critical"
     return Status(
         requested_preset=requested_preset,
         active_preset="conservative" if fail_safe else state.preset,
@@ -173,7 +186,7 @@ def _queue_status(
             elapsed_seconds=window.elapsed_seconds,
             remaining_seconds=window.remaining_seconds,
         )
-    sustained = window.elapsed_seconds if window and window.kind == "sustained" else 0.0
+    sustained = _sustained(queue, window, now)
     cooldown = window.remaining_seconds if window and window.kind == "cooldown" else None
     return QueueStatus(
         queue=name,
@@ -207,6 +220,22 @@ def _queue_status(
             last_error=queue.last_error,
         ),
     )
+
+
+def _sustained(queue: QueueState, window: Window | None, now: float) -> float:
+    """How long the signal has held the level it heads to, or (escalated) the one it holds.
+
+    Clients compare it with ``sustained_seconds_required``: once a queue has
+    escalated, the pressure that made it do so is still being sustained.
+    """
+    if window is not None:
+        return window.elapsed_seconds if window.kind == "sustained" else 0.0
+    if queue.fail_safe:
+        return 0.0
+    since = {Level.CRITICAL: queue.critical_since, Level.WARNING: queue.warning_since}.get(
+        queue.level
+    )
+    return 0.0 if since is None else max(0.0, now - since)
 
 
 def _class_status(
@@ -250,4 +279,5 @@ def _class_status(
         deferred_total=view.deferred_total if view is not None else 0,
         reason=reason,
         limiters=limiters,
+        active=view.active if view is not None else (),
     )

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ActiveWork",
     "ClassStatus",
     "LimiterStatus",
     "OverrideStatus",
@@ -72,7 +73,10 @@ class QueueStatus(_Frozen):
     severity: Shown = Field(description="The level in effect, after overrides and fail-safe.")
     level_since: datetime
     pending_level: PlainLevel | None
-    sustained_seconds: float = Field(description="Elapsed seconds of a running sustained window.")
+    sustained_seconds: float = Field(
+        description="How long the signal has stayed at the threshold of the level a "
+        "sustained window leads to, or, once escalated, of the level it holds."
+    )
     sustained_seconds_required: float
     cooldown_seconds: float
     cooldown_remaining_seconds: float | None
@@ -95,6 +99,16 @@ class LimiterStatus(_Frozen):
     timed_out_total: int
 
 
+class ActiveWork(_Frozen):
+    """One unit of work in flight that an integration reports (e.g. a workflow)."""
+
+    id: str
+    kind: str = Field(description="What the work is, e.g. 'workflow'.")
+    workload_class: str
+    started_at: datetime
+    age_seconds: float
+
+
 class ClassStatus(_Frozen):
     """One policy workload class: its level, its effective limits and its limiters."""
 
@@ -114,6 +128,9 @@ class ClassStatus(_Frozen):
     deferred_total: int
     reason: str
     limiters: tuple[LimiterStatus, ...]
+    active: tuple[ActiveWork, ...] = Field(
+        default=(), description="Work in flight that integrations report, oldest first."
+    )
 
 
 class OverrideStatus(_Frozen):
@@ -155,7 +172,10 @@ class Status(_Frozen):
 
     requested_preset: str
     active_preset: str
-    queue_pressure_level: Shown
+    queue_pressure_level: PlainLevel = Field(
+        description="The most pressing queue's level; fail-safe reads as critical "
+        "(its limits are the conservative preset's critical ones) with fail_safe true."
+    )
     policy_active: bool = Field(description="Some class runs below its normal limits.")
     telemetry_stale: bool = Field(description="Some watched queue's telemetry is stale or failing.")
     fail_safe: bool

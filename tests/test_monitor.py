@@ -205,7 +205,7 @@ async def test_stopping_the_monitor_leaves_its_classes_in_fail_safe(
     status = p.registry.status()
     assert status.monitor == "stopped"
     assert status.fail_safe
-    assert status.queue_pressure_level == "fail_safe"
+    assert status.queue_pressure_level == "critical"  # what existing clients understand
     assert status.fail_safe_reason == "pressure monitor stopped (cancelled)"
     assert all(c.level == "fail_safe" for c in status.class_states)
     assert p.expensive_rate() == RATE["fail_safe"]

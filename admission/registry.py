@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from admission import events
@@ -30,10 +30,12 @@ from admission.policy import (
     PolicyConfig,
     PolicyEngine,
     PolicyState,
+    QueueSample,
     Transition,
     parse_config,
 )
 from admission.status import (
+    ActiveWork,
     ClassStatus,
     LimiterStatus,
     OverrideStatus,
@@ -42,7 +44,24 @@ from admission.status import (
     TransitionRecord,
 )
 
-__all__ = ["Registry", "default_registry", "set_default_registry"]
+__all__ = ["Registry", "WorkInFlight", "default_registry", "set_default_registry"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkInFlight:
+    """A unit of work an integration reports while it runs (see ``add_activity``).
+
+    ``started_at`` is on the registry's clock (``Clock.monotonic()``).
+    """
+
+    id: str
+    policy_class: str
+    started_at: float
+    kind: str = "work"
+
+
+#: Called on every status read: the work in flight right now.
+ActivityReporter = Callable[[], Iterable[WorkInFlight]]
 
 
 @dataclass(slots=True)
@@ -84,6 +103,7 @@ class Registry:
         self.transitions_total: Counter[tuple[str, str]] = Counter()
         self.retune_errors = 0
         self._governor = GovernorView("absent")
+        self._activity: dict[str, ActivityReporter] = {}
 
     @property
     def clock(self) -> Clock:
@@ -140,6 +160,20 @@ class Registry:
         limiter = self._limiters.pop(name)
         self._bindings = [b for b in self._bindings if b.limiter is not limiter]
         return limiter
+
+    def add_activity(self, name: str, reporter: ActivityReporter) -> None:
+        """Show what ``reporter`` answers in its classes' ``active`` status entries.
+
+        Integrations that hold long-running work (workflows) register here so
+        an operator sees which work runs, in which class, since when.
+        """
+        if name in self._activity:
+            raise ValueError(f"activity reporter {name!r} is already registered")
+        self._activity[name] = reporter
+
+    def remove_activity(self, name: str) -> None:
+        """Stop showing the work of reporter ``name`` (no error if it is gone)."""
+        self._activity.pop(name, None)
 
     # -- the monitor's side ---------------------------------------------------
 
@@ -253,15 +287,37 @@ class Registry:
         return self.status().workload_class(name)
 
     def evaluate(
-        self, observations: Mapping[str, Observation], *, preset: str | None = None
+        self,
+        observations: Mapping[str, Observation],
+        *,
+        preset: str | None = None,
+        hold_seconds: float = 0.0,
     ) -> Status:
         """What-if: the status these observations (and ``preset``) would bring.
 
-        Evaluated on a copy: nothing live changes, no limiter is retuned.
+        ``hold_seconds`` answers "and if they held that long": the same
+        readings are stepped every poll interval until then, so sustained and
+        cooldown windows run their course.  Evaluated on a copy: nothing live
+        changes, no limiter is retuned.  An unknown preset is a ``ConfigError``,
+        a queue that is not watched a ``KeyError``.
         """
+        if not (isinstance(hold_seconds, int | float) and 0 <= hold_seconds < float("inf")):
+            raise ValueError(f"hold_seconds must be a number >= 0, got {hold_seconds!r}")
+        unknown = [name for name in observations if name not in self._state.queues]
+        if unknown:
+            raise KeyError(unknown[0])
+        engine = self.engine if preset is None else PolicyEngine(self.config, preset=preset)
         now = self.clock.monotonic()
-        decision = self.engine.what_if(self._state, observations, now, preset=preset)
-        return self._build(decision.state, now)
+        state = engine.what_if(self._state, observations, now).state
+        interval = self.config.poll_interval_seconds
+        elapsed = 0.0
+        while elapsed < hold_seconds:
+            elapsed = min(hold_seconds, elapsed + interval)
+            at = now + elapsed
+            state = engine.step(
+                state, {q: _moved(o, at) for q, o in observations.items()}, at
+            ).state
+        return self._build(state, now + elapsed, engine)
 
     def transitions(self, limit: int | None = None) -> tuple[TransitionRecord, ...]:
         """The most recent transitions, oldest first (``limit`` of them)."""
@@ -277,7 +333,7 @@ class Registry:
 
     # -- internals ------------------------------------------------------------
 
-    def _build(self, state: PolicyState, now: float) -> Status:
+    def _build(self, state: PolicyState, now: float, engine: PolicyEngine | None = None) -> Status:
         views: dict[str, list[LimiterStatus]] = {}
         for binding in self._bindings:
             snap = binding.limiter.snapshot()
@@ -297,12 +353,28 @@ class Registry:
                     timed_out_total=figures.timed_out_total,
                 )
             )
+        active: dict[str, list[ActiveWork]] = {}
+        for work in sorted(
+            (w for reporter in self._activity.values() for w in reporter()),
+            key=lambda w: w.started_at,
+        ):
+            active.setdefault(work.policy_class, []).append(
+                ActiveWork(
+                    id=work.id,
+                    kind=work.kind,
+                    workload_class=work.policy_class,
+                    started_at=self.to_wall(work.started_at),
+                    age_seconds=max(0.0, now - work.started_at),
+                )
+            )
         classes = {
-            name: ClassView(tuple(views.get(name, ())), self._deferred[name])
+            name: ClassView(
+                tuple(views.get(name, ())), self._deferred[name], tuple(active.get(name, ()))
+            )
             for name in state.classes
         }
         return build_status(
-            self.engine,
+            self.engine if engine is None else engine,
             state,
             now,
             self.to_wall,
@@ -399,6 +471,13 @@ class Registry:
                 )
                 continue
             binding.applied = limits
+
+
+def _moved(observation: Observation, at: float) -> Observation:
+    """The same reading, taken at ``at`` (a what-if holds readings steady)."""
+    if isinstance(observation, QueueSample):
+        return replace(observation, sampled_at=at)
+    return replace(observation, at=at)
 
 
 _default: Registry | None = None

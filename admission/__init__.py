@@ -2,7 +2,14 @@
 
 from admission.bucket import TokenBucket
 from admission.classes import WorkloadClass
-from admission.clock import Clock, LoopClock, SystemClock, get_default_clock, set_default_clock
+from admission.clock import (
+    Clock,
+    LoopClock,
+    ScaledClock,
+    SystemClock,
+    get_default_clock,
+    set_default_clock,
+)
 from admission.errors import AdmissionError, AdmissionTimeout
 from admission.limiter import AdaptiveLimiter, Permit
 from admission.snapshot import ClassSnapshot, LimiterSnapshot
@@ -16,6 +23,7 @@ __all__ = [
     "LimiterSnapshot",
     "LoopClock",
     "Permit",
+    "ScaledClock",
     "SystemClock",
     "TokenBucket",
     "WorkloadClass",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -18,6 +18,7 @@ import anyio
 __all__ = [
     "Clock",
     "LoopClock",
+    "ScaledClock",
     "SystemClock",
     "get_default_clock",
     "set_default_clock",
@@ -86,6 +87,41 @@ class LoopClock:
 
     def __repr__(self) -> str:
         return "LoopClock()"
+
+
+class ScaledClock:
+    """Real time sped up ``speed`` times: a scenario of minutes plays in seconds.
+
+    ``monotonic()`` starts at 0 and runs ``speed`` scenario seconds per real
+    second; ``wall()`` starts at ``start`` (default: now) and runs as fast;
+    ``sleep(s)`` sleeps ``s / speed`` real seconds.  Windows, refill and
+    timeouts all follow, since everything reads time through the clock.
+    """
+
+    __slots__ = ("_origin", "_start", "speed")
+
+    def __init__(self, speed: float, *, start: datetime | None = None) -> None:
+        if isinstance(speed, bool) or not (
+            isinstance(speed, int | float) and 0 < speed < float("inf")
+        ):
+            raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
+        if start is not None and start.tzinfo is None:
+            raise ValueError(f"start must be an aware datetime, got {start!r}")
+        self.speed = float(speed)
+        self._origin = time.monotonic()
+        self._start = start if start is not None else datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._origin) * self.speed
+
+    def wall(self) -> datetime:
+        return self._start + timedelta(seconds=self.monotonic())
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(seconds, 0.0) / self.speed)
+
+    def __repr__(self) -> str:
+        return f"ScaledClock(speed={self.speed:g})"
 
 
 _default_clock: Clock = SystemClock()

@@ -1,15 +1,22 @@
-"""The Clock seam: SystemClock, LoopClock and the default clock."""
+"""The Clock seam: SystemClock, LoopClock, ScaledClock and the default clock."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from admission import AdaptiveLimiter
-from admission.clock import Clock, LoopClock, SystemClock, get_default_clock, set_default_clock
+from admission.clock import (
+    Clock,
+    LoopClock,
+    ScaledClock,
+    SystemClock,
+    get_default_clock,
+    set_default_clock,
+)
 from admission.testing import VirtualClock
 
 
@@ -111,3 +118,56 @@ def test_an_explicit_clock_wins_over_the_default(admission_clock: VirtualClock) 
 
 def test_the_default_is_the_system_clock_outside_the_fixture() -> None:
     assert isinstance(get_default_clock(), SystemClock)
+
+
+class _FakeTime:
+    """Stands in for time.monotonic and anyio.sleep, so nothing really waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> _FakeTime:
+    import time
+
+    import anyio
+
+    fake = _FakeTime()
+    monkeypatch.setattr(time, "monotonic", fake.monotonic)
+    monkeypatch.setattr(anyio, "sleep", fake.sleep)
+    return fake
+
+
+@pytest.mark.anyio
+async def test_scaled_clock_runs_speed_times_faster(fake_time: _FakeTime) -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = ScaledClock(20, start=start)
+    assert isinstance(clock, Clock)
+    assert clock.monotonic() == 0.0
+    await clock.sleep(10)  # ten scenario seconds are half a real second
+    assert fake_time.slept == [0.5]
+    assert clock.monotonic() == 10.0
+    assert clock.wall() == start + timedelta(seconds=10)
+    await clock.sleep(-1)
+    assert fake_time.slept == [0.5, 0.0]
+    assert repr(clock) == "ScaledClock(speed=20)"
+
+
+@pytest.mark.parametrize("speed", [0, -1, float("inf"), float("nan"), True])
+def test_scaled_clock_refuses_a_bad_speed(speed: float) -> None:
+    with pytest.raises(ValueError, match="speed must be a finite number > 0"):
+        ScaledClock(speed)
+
+
+def test_scaled_clock_refuses_a_naive_start() -> None:
+    with pytest.raises(ValueError, match="start must be an aware datetime"):
+        ScaledClock(2, start=datetime(2030, 1, 1))

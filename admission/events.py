@@ -24,6 +24,8 @@ __all__ = [
     "TELEMETRY_RECOVERED",
     "TICK_ERROR",
     "TRANSITION",
+    "WORKFLOW_EXECUTION_LIMIT",
+    "WORKFLOW_TERMINATE_ERROR",
     "configure_logging",
     "logger",
 ]
@@ -38,6 +40,8 @@ TICK_ERROR = "admission.monitor.tick_error"
 RETUNE_ERROR = "admission.retune.error"
 MONITOR_STARTED = "admission.monitor.started"
 MONITOR_STOPPED = "admission.monitor.stopped"
+WORKFLOW_EXECUTION_LIMIT = "admission.workflow.execution_limit"
+WORKFLOW_TERMINATE_ERROR = "admission.workflow.terminate_error"
 
 
 def logger() -> Any:

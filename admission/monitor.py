@@ -138,7 +138,10 @@ class PressureMonitor:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
         task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, tb)
+        # The body's exception is not handed to the task group, which would wrap
+        # it in an ExceptionGroup: it propagates as the body raised it.
+        await task_group.__aexit__(None, None, None)
+        return None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Tick until cancelled; ``task_status.started()`` after the first tick."""

@@ -303,3 +303,11 @@ async def test_the_source_is_closed_when_the_monitor_stops(admission_clock: Virt
     async with p.monitor:
         assert closed == []
     assert closed == [True]
+
+
+async def test_an_error_in_the_body_comes_out_as_raised(admission_clock: VirtualClock) -> None:
+    p = pipeline(admission_clock)
+    with pytest.raises(KeyError, match="from the body"):
+        async with p.monitor:
+            raise KeyError("from the body")
+    assert p.registry.status().monitor == "stopped"

@@ -3,7 +3,9 @@
 - ``admission replay TRACE.csv [--preset NAME] [--config FILE] [--compare]
   [--plot OUT.png] [--json]``: what a preset would have done on a recorded trace
   (see :mod:`admission.simulate` for the rules of virtual time);
-- ``admission presets [--config FILE] [--json]``: the presets and their numbers.
+- ``admission presets [--config FILE] [--json]``: the presets and their numbers;
+- ``admission status --url URL [--json]``: a running service's status
+  (:mod:`admission.cli_status`).
 
 The configuration is read as a deployment reads it (:func:`load_config`):
 ``--config FILE``, else ``ADMISSION_CONFIG``; ``ADMISSION_PRESET`` names the
@@ -26,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from admission.cli_status import status_command
 from admission.errors import AdmissionError
 from admission.policy.config import Preset
 from admission.policy.levels import Level
@@ -38,7 +41,8 @@ EXIT_ERROR = 2
 
 app = typer.Typer(
     name="admission",
-    help="Adaptive admission control: replay traces through presets, show the presets.",
+    help="Adaptive admission control: replay traces through presets, show the presets, "
+    "read a running service's status.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -298,6 +302,9 @@ def _parallelism(preset: Preset, name: str) -> str:
         return "-"
     levels = (Level.NORMAL, Level.WARNING, Level.CRITICAL)
     return "/".join(str(policy.limits(level).parallelism) for level in levels)
+
+
+app.command("status")(status_command)  # admission/cli_status.py
 
 
 # -- shared -----------------------------------------------------------------------

@@ -125,7 +125,9 @@ def fetch_status(url: str, timeout: float) -> tuple[Any, Status]:
 
 
 def _print_overview(console: Console, url: str, status: Status) -> None:
-    console.print(f"Policy status of {escape(url)} at {status.timestamp.isoformat()}")
+    console.print(
+        f"Policy status of {escape(url)} at {status.timestamp.isoformat(timespec='seconds')}"
+    )
     table = Table(show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value")
@@ -233,7 +235,7 @@ def _print_overrides(console: Console, status: Status) -> None:
             o.scope,
             escape(o.name),
             pins,
-            o.expires_at.isoformat(),
+            o.expires_at.isoformat(timespec="seconds"),
             _s(o.remaining_seconds),
             escape(o.reason) or "-",
         )

@@ -247,12 +247,13 @@ def _class_status(
     fail_safe_limits: Callable[[str], LevelLimits],
 ) -> ClassStatus:
     cls = state.classes[name]
-    limits, shown, fail_safe, reason, since = (
+    limits, shown, fail_safe, reason, since, until = (
         cls.limits,
         cls.display,
         cls.fail_safe,
         cls.reason,
         cls.since,
+        None if cls.until is None else to_wall(cls.until),
     )
     if governor.monitor == "stopped":
         limits, shown, fail_safe = fail_safe_limits(name), FAIL_SAFE, True
@@ -261,6 +262,9 @@ def _class_status(
             "conservative critical limits"
         )
         since = governor.stopped_at if governor.stopped_at is not None else since
+        until = None
+    elif until is not None:
+        reason = f"{reason} until {until.isoformat(timespec='seconds')}"
     limiters = view.limiters if view is not None else ()
     return ClassStatus(
         class_name=name,
@@ -278,6 +282,7 @@ def _class_status(
         waiting=sum(entry.waiting for entry in limiters),
         deferred_total=view.deferred_total if view is not None else 0,
         reason=reason,
+        until=until,
         limiters=limiters,
         active=view.active if view is not None else (),
     )

@@ -127,6 +127,9 @@ class ClassStatus(_Frozen):
     waiting: int
     deferred_total: int
     reason: str
+    until: datetime | None = Field(
+        default=None, description="When the reason ends by itself (an override's expiry)."
+    )
     limiters: tuple[LimiterStatus, ...]
     active: tuple[ActiveWork, ...] = Field(
         default=(), description="Work in flight that integrations report, oldest first."

@@ -123,12 +123,20 @@ async def test_a_level_override_retunes_at_once_and_expires_on_a_status_read(
     assert p.registry.status().overrides[0].reason == "downstream incident"
 
     await admission_clock.advance(599.999)
-    assert p.registry.class_status("expensive").level == "critical"
+    pinned = p.registry.class_status("expensive")
+    assert pinned.level == "critical"
+    # "Until when" in wall time, for people: never the engine's monotonic instant.
+    assert pinned.until == pin.expires_at
+    assert (
+        pinned.reason
+        == f"pinned to critical by override {pin.id} until {(EPOCH + timedelta(seconds=600)).isoformat()}"
+    )
     await admission_clock.advance(0.001)
     with capture_logs() as logs:
         status = p.registry.status()
     assert status.overrides == ()
     assert status.workload_class("expensive").level == "normal"
+    assert status.workload_class("expensive").until is None
     assert p.expensive_rate() == RATE["normal"]
     assert [e["event"] for e in logs if e["event"].startswith("admission.override")] == [
         "admission.override.expired"

@@ -405,7 +405,7 @@ class PolicyEngine:
         fail_safe = bool(fail_safe_queues)
         if pin is not None and pin.level is not None:
             level, fail_safe = pin.level, False
-            reason = f"pinned to {pin.level} by override {pin.id} until {pin.expires_at:g}"
+            reason = f"pinned to {pin.level} by override {pin.id}"
         elif fail_safe:
             reason = (
                 f"fail-safe: telemetry of {', '.join(fail_safe_queues)} is stale or failing; "
@@ -420,7 +420,15 @@ class PolicyEngine:
         if old is not None and old.display == (FAIL_SAFE if fail_safe else level.value):
             since = old.since
         return ClassState(
-            name, level, fail_safe, limits, reason, since, tuple(watches), preset.name
+            name,
+            level,
+            fail_safe,
+            limits,
+            reason,
+            since,
+            tuple(watches),
+            preset.name,
+            None if pin is None else pin.expires_at,
         )
 
     def _limits(self, name: str, preset: Preset, level: Level, fail_safe: bool) -> LevelLimits:

@@ -108,6 +108,8 @@ class ClassState:
     since: float
     watches: tuple[str, ...] = ()
     preset: str = ""
+    #: When the reason ends by itself (an override's expiry), on the engine's clock.
+    until: float | None = None
 
     @property
     def display(self) -> str:

@@ -36,6 +36,16 @@ def rabbitmq_management() -> str:
     return RABBITMQ_MANAGEMENT_URL
 
 
+def rabbitmq_amqp() -> str:
+    """The AMQP URL, once 127.0.0.1:5672 accepts a connection (else skip, or fail in CI)."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=3.0):
+            pass
+    except OSError as exc:
+        unavailable(f"RabbitMQ AMQP port not reachable at 127.0.0.1:5672: {exc!r}")
+    return RABBITMQ_AMQP_URL
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

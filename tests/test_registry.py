@@ -127,10 +127,8 @@ async def test_a_level_override_retunes_at_once_and_expires_on_a_status_read(
     assert pinned.level == "critical"
     # "Until when" in wall time, for people: never the engine's monotonic instant.
     assert pinned.until == pin.expires_at
-    assert (
-        pinned.reason
-        == f"pinned to critical by override {pin.id} until {(EPOCH + timedelta(seconds=600)).isoformat()}"
-    )
+    until = (EPOCH + timedelta(seconds=600)).isoformat()
+    assert pinned.reason == f"pinned to critical by override {pin.id} until {until}"
     await admission_clock.advance(0.001)
     with capture_logs() as logs:
         status = p.registry.status()

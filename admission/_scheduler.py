@@ -91,7 +91,7 @@ class Scheduler:
             raise TypeError(f"cost must be a number, got {cost!r}")
         if not math.isfinite(cost) or cost <= 0:
             raise ValueError(f"cost must be a finite number > 0, got {cost!r}")
-        burst = self._bucket.burst
+        burst = self._burst_limit()
         if cost > burst:
             raise ValueError(f"cost={cost!r} exceeds the burst={burst!r} of limiter {self.name!r}")
         if part.bucket is not None and cost > part.bucket.burst:
@@ -99,6 +99,10 @@ class Scheduler:
                 f"cost={cost!r} exceeds the burst={part.bucket.burst!r} of class {part.name!r}"
             )
         return float(cost)
+
+    def _burst_limit(self) -> float:
+        """The limiter-wide burst a cost must fit (a shared budget's, not a fallback's)."""
+        return self._bucket.burst
 
     # -- internals: the grant rules -------------------------------------------
 
@@ -185,6 +189,11 @@ class Scheduler:
             )
         waiter = self._enqueue(part, cost, timeout, now)
         self._dispatch(now, elect=False)
+        return await self._wait(waiter)
+
+    async def _wait(self, waiter: Waiter) -> Permit:
+        """Wait until ``waiter`` is settled: its permit, or the error it ends with."""
+        part = waiter.partition
         try:
             while waiter.state == WAITING:
                 if self._timer_owner is None and self._wake_at is not None:
@@ -196,7 +205,7 @@ class Scheduler:
             self._abandon(waiter)
             raise
         if waiter.state == GRANTED:
-            return Permit(self, part, cost, waiter.waited)
+            return Permit(self, part, waiter.cost, waiter.waited)
         if waiter.state == TIMED_OUT:
             raise AdmissionTimeout(waiter.retry_after, limiter=self.name, workload_class=part.name)
         assert waiter.error is not None
@@ -266,7 +275,7 @@ class Scheduler:
         """After a retune: fail waiters that can never fit (if a burst shrank), re-plan."""
         for part in self._partitions.values() if check_fit else ():
             class_burst = part.bucket.burst if part.bucket is not None else math.inf
-            burst = min(self._bucket.burst, class_burst)
+            burst = min(self._burst_limit(), class_burst)
             for waiter in part.queue:
                 if waiter.state == WAITING and waiter.cost > burst:
                     waiter.error = ValueError(

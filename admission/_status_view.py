@@ -27,6 +27,7 @@ from admission.status import (
     LimiterStatus,
     OverrideStatus,
     QueueStatus,
+    SharedBudget,
     Status,
     TelemetryStatus,
     TransitionRecord,
@@ -266,6 +267,7 @@ def _class_status(
     elif until is not None:
         reason = f"{reason} until {until.isoformat(timespec='seconds')}"
     limiters = view.limiters if view is not None else ()
+    shared = _shared_budget(limiters)
     return ClassStatus(
         class_name=name,
         level=shown,  # type: ignore[arg-type]
@@ -285,4 +287,16 @@ def _class_status(
         until=until,
         limiters=limiters,
         active=view.active if view is not None else (),
+        shared_budget=shared[0],
+        shared_budget_reason=shared[1],
     )
+
+
+def _shared_budget(limiters: Sequence[LimiterStatus]) -> tuple[SharedBudget | None, str | None]:
+    """A class's shared budget: unavailable if any of its limiters' is."""
+    down = [entry for entry in limiters if entry.shared_budget == "unavailable"]
+    if down:
+        return "unavailable", "; ".join(f"{e.limiter}: {e.shared_budget_reason}" for e in down)
+    if any(entry.shared_budget == "shared" for entry in limiters):
+        return "shared", None
+    return None, None

@@ -16,10 +16,13 @@ import structlog
 __all__ = [
     "FAIL_SAFE_ENTER",
     "FAIL_SAFE_EXIT",
+    "FLEET_PUBLISH_ERROR",
     "MONITOR_STARTED",
     "MONITOR_STOPPED",
     "OVERRIDE_EXPIRED",
     "RETUNE_ERROR",
+    "SHARED_BUDGET_RESTORED",
+    "SHARED_BUDGET_UNAVAILABLE",
     "TELEMETRY_ERROR",
     "TELEMETRY_RECOVERED",
     "TICK_ERROR",
@@ -40,6 +43,9 @@ TICK_ERROR = "admission.monitor.tick_error"
 RETUNE_ERROR = "admission.retune.error"
 MONITOR_STARTED = "admission.monitor.started"
 MONITOR_STOPPED = "admission.monitor.stopped"
+SHARED_BUDGET_UNAVAILABLE = "admission.shared_budget.unavailable"
+SHARED_BUDGET_RESTORED = "admission.shared_budget.restored"
+FLEET_PUBLISH_ERROR = "admission.fleet.publish_error"
 WORKFLOW_EXECUTION_LIMIT = "admission.workflow.execution_limit"
 WORKFLOW_TERMINATE_ERROR = "admission.workflow.terminate_error"
 

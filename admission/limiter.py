@@ -18,7 +18,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 from admission._partition import (
     Partition,
@@ -29,6 +29,9 @@ from admission.classes import WorkloadClass, check_concurrency, check_floor, che
 from admission.clock import Clock, get_default_clock
 from admission.permit import Admission, Permit, check_timeout
 from admission.snapshot import ClassSnapshot, LimiterSnapshot, percentile
+
+if TYPE_CHECKING:
+    from admission.distributed.base import SharedBackend
 
 __all__ = ["AdaptiveLimiter", "Permit"]
 
@@ -46,9 +49,19 @@ class AdaptiveLimiter(Scheduler):
 
     ``async with limiter:`` admits one unit of the default (first) class;
     ``limiter.admit(cost=, workload_class=, timeout=)`` is the general form.
+    ``backend=`` (e.g. ``RedisBackend``) makes ``rate`` and ``burst`` a budget
+    shared by every process using the same name (see ``admission.distributed``).
     """
 
     __slots__ = ()
+
+    def __new__(cls, *args: Any, backend: SharedBackend | None = None, **kwargs: Any) -> Self:
+        if backend is not None and cls is AdaptiveLimiter:
+            # Imported here: a limiter without a backend never loads the shared machinery.
+            from admission.distributed._limiter import SharedLimiter
+
+            return super().__new__(SharedLimiter)  # type: ignore[return-value]
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -60,7 +73,11 @@ class AdaptiveLimiter(Scheduler):
         initial_tokens: float | None = None,
         classes: Iterable[WorkloadClass | str] | None = None,
         clock: Clock | None = None,
+        backend: SharedBackend | None = None,
     ) -> None:
+        if backend is not None:
+            # Only AdaptiveLimiter itself turns into a shared limiter (see __new__).
+            raise TypeError(f"{type(self).__name__} does not take backend=, got {backend!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         clock = clock if clock is not None else get_default_clock()

@@ -351,6 +351,8 @@ class Registry:
                     admitted_total=figures.admitted_total,
                     rejected_total=figures.rejected_total,
                     timed_out_total=figures.timed_out_total,
+                    shared_budget=snap.shared_budget,
+                    shared_budget_reason=snap.shared_budget_reason,
                 )
             )
         active: dict[str, list[ActiveWork]] = {}
@@ -382,6 +384,7 @@ class Registry:
             governor=self._governor,
             classes=classes,
             fail_safe_limits=self._fail_safe_limits,
+            warnings=_shared_budget_warnings(self._limiters.values()),
         )
 
     def _commit(self, decision: Decision) -> Decision:
@@ -471,6 +474,18 @@ class Registry:
                 )
                 continue
             binding.applied = limits
+
+
+def _shared_budget_warnings(limiters: Iterable[AdaptiveLimiter]) -> tuple[str, ...]:
+    notes = []
+    for limiter in limiters:
+        snap = limiter.snapshot()
+        if snap.shared_budget == "unavailable":
+            notes.append(
+                f"{limiter.name}: shared budget unavailable ({snap.shared_budget_reason}); "
+                f"local fallback at {snap.fallback_rate:g}/s"
+            )
+    return tuple(notes)
 
 
 def _moved(observation: Observation, at: float) -> Observation:

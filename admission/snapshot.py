@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ClassSnapshot", "LimiterSnapshot", "percentile"]
 
@@ -48,6 +50,17 @@ class LimiterSnapshot(BaseModel):
     wait_p50_seconds: float
     wait_p99_seconds: float
     classes: tuple[ClassSnapshot, ...]
+    shared_budget: Literal["shared", "unavailable"] | None = Field(
+        default=None,
+        description="A budget shared through a backend: 'shared' while it answers, "
+        "'unavailable' while the limiter runs on its local fallback; null for a local limiter.",
+    )
+    shared_budget_reason: str | None = Field(
+        default=None, description="Why the shared budget is unavailable."
+    )
+    fallback_rate: float | None = Field(
+        default=None, description="The local fallback's rate while the shared budget is away."
+    )
 
     def workload_class(self, name: str) -> ClassSnapshot:
         """The snapshot of the class called ``name`` (``KeyError`` if unknown)."""

@@ -19,6 +19,7 @@ __all__ = [
     "LimiterStatus",
     "OverrideStatus",
     "QueueStatus",
+    "SharedBudget",
     "Status",
     "TelemetryStatus",
     "TransitionRecord",
@@ -29,6 +30,8 @@ Health = Literal["ok", "degraded", "stale", "failing"]
 #: A level as shown: ``normal``, ``warning``, ``critical`` or ``fail_safe``.
 Shown = Literal["normal", "warning", "critical", "fail_safe"]
 PlainLevel = Literal["normal", "warning", "critical"]
+#: A shared budget's state: its backend answers, or the limiter runs on its local fallback.
+SharedBudget = Literal["shared", "unavailable"]
 
 
 class _Frozen(BaseModel):
@@ -97,6 +100,12 @@ class LimiterStatus(_Frozen):
     admitted_total: int
     rejected_total: int
     timed_out_total: int
+    shared_budget: SharedBudget | None = Field(
+        default=None,
+        description="'shared' or 'unavailable' (local fallback) for a limiter whose budget "
+        "is shared through a backend; null for a local limiter.",
+    )
+    shared_budget_reason: str | None = None
 
 
 class ActiveWork(_Frozen):
@@ -134,6 +143,12 @@ class ClassStatus(_Frozen):
     active: tuple[ActiveWork, ...] = Field(
         default=(), description="Work in flight that integrations report, oldest first."
     )
+    shared_budget: SharedBudget | None = Field(
+        default=None,
+        description="'unavailable' if a limiter of this class runs on its local fallback, "
+        "'shared' if its limiters share a budget that answers; null if none shares one.",
+    )
+    shared_budget_reason: str | None = None
 
 
 class OverrideStatus(_Frozen):

@@ -11,11 +11,27 @@ Nothing here imports redis until a backend is first used (the ``redis`` extra).
 
 from admission.distributed._limiter import SharedLimiter
 from admission.distributed.base import BackendUnavailable, SharedBackend, TakeAnswer
+from admission.distributed.fleet import (
+    FleetClassTotals,
+    FleetPublisher,
+    FleetReader,
+    FleetStatus,
+    FleetTotals,
+    ReplicaClass,
+    ReplicaStatus,
+)
 from admission.distributed.redis_backend import RedisBackend
 
 __all__ = [
     "BackendUnavailable",
+    "FleetClassTotals",
+    "FleetPublisher",
+    "FleetReader",
+    "FleetStatus",
+    "FleetTotals",
     "RedisBackend",
+    "ReplicaClass",
+    "ReplicaStatus",
     "SharedBackend",
     "SharedLimiter",
     "TakeAnswer",

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -161,6 +161,15 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.01) -> None:
+    """Poll ``check`` in real time (a real service's state) until it holds, or fail."""
+    for _ in range(max(1, round(timeout / step))):
+        if await check():
+            return
+        await anyio.sleep(step)
+    raise AssertionError(f"still not so after {timeout} s")
 
 
 def conforms(stamps: Sequence[float], rate: float, burst: float, slack: float = 1e-6) -> bool:

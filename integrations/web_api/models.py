@@ -12,6 +12,13 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from admission.distributed.fleet import (
+    FleetClassTotals,
+    FleetStatus,
+    FleetTotals,
+    ReplicaClass,
+    ReplicaStatus,
+)
 from admission.policy import Preset
 from admission.status import (
     ActiveWork,
@@ -30,12 +37,17 @@ __all__ = [
     "ClassStatus",
     "ErrorResponse",
     "EvaluateRequest",
+    "FleetClassTotals",
+    "FleetStatus",
+    "FleetTotals",
     "HypotheticalSample",
     "LimiterStatus",
     "OverrideRequest",
     "OverrideStatus",
     "PresetsResponse",
     "QueueStatus",
+    "ReplicaClass",
+    "ReplicaStatus",
     "Status",
     "TelemetryStatus",
     "TransitionRecord",

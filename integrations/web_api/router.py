@@ -17,12 +17,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from admission.distributed import BackendUnavailable, FleetReader
 from admission.policy import ConfigError, FailureKind, Observation, QueueSample, ReadFailure
 from admission.registry import Registry, default_registry
 from integrations.web_api.models import (
     ClassStatus,
     ErrorResponse,
     EvaluateRequest,
+    FleetStatus,
     HypotheticalSample,
     OverrideRequest,
     OverrideStatus,
@@ -56,14 +58,18 @@ _bearer = HTTPBearer(auto_error=False, description="The ADMISSION_API_TOKEN of t
 
 
 def throughput_router(
-    registry: Registry | None = None, *, api_token: str | SecretStr | None = None
+    registry: Registry | None = None,
+    *,
+    api_token: str | SecretStr | None = None,
+    fleet: FleetReader | None = None,
 ) -> APIRouter:
     """The status, what-if, presets, transitions, overrides and metrics routes.
 
     ``registry=None`` serves the process-wide default registry (looked up per
     request, so ``set_default_registry`` takes effect).  Without ``api_token``
     the override routes answer 404: a default install cannot change policy
-    over HTTP.
+    over HTTP.  ``fleet`` (a ``FleetReader``) adds ``GET /fleet``: every
+    replica's status as published to Redis.
     """
     token = api_token.get_secret_value() if isinstance(api_token, SecretStr) else api_token
     if token is not None and not token.strip():
@@ -191,7 +197,25 @@ def throughput_router(
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     _add_metrics(router, current)
+    if fleet is not None:
+        _add_fleet(router, fleet)
     return router
+
+
+def _add_fleet(router: APIRouter, fleet: FleetReader) -> None:
+    @router.get(
+        "/fleet",
+        response_model=FleetStatus,
+        responses={503: {"model": ErrorResponse, "description": "Redis does not answer."}},
+        summary="Every replica that published its status, and the fleet's totals",
+    )
+    async def get_fleet() -> FleetStatus:
+        try:
+            return await fleet.read()
+        except BackendUnavailable as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"fleet status unavailable: {exc.reason}"
+            ) from None
 
 
 def _authorizer(

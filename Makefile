@@ -29,8 +29,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# make demo DEMO_ARGS="--speed 60 --port 8000": any `admission demo` options.
 demo: $(STAMP)
-	@echo "demo arrives with the demo issue (#6): the embedded pipeline is not built yet."
+	$(BIN)/admission demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -29,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from admission.cli_status import status_command
+from admission.demo.command import demo_command
 from admission.errors import AdmissionError
 from admission.policy.config import Preset
 from admission.policy.levels import Level
@@ -305,6 +306,12 @@ def _parallelism(preset: Preset, name: str) -> str:
 
 
 app.command("status")(status_command)  # admission/cli_status.py
+
+
+# -- demo -------------------------------------------------------------------------
+
+# The command's module is light; the demo itself loads when the command runs.
+app.command("demo")(demo_command)
 
 
 # -- shared -----------------------------------------------------------------------

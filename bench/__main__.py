@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import contended, fastpath, monitor, policy, retune, telemetry, waiters
+from bench import contended, fastpath, monitor, policy, redis, retune, telemetry, waiters
 from bench._common import Section
 from bench.report import machine, render, to_json
 
@@ -24,6 +24,7 @@ FULL: dict[str, Callable[[], Section]] = {
     "policy": lambda: policy.run(),
     "monitor": lambda: monitor.run(),
     "telemetry": lambda: telemetry.run(),
+    "redis": lambda: redis.run(),
 }
 
 QUICK: dict[str, Callable[[], Section]] = {
@@ -38,6 +39,7 @@ QUICK: dict[str, Callable[[], Section]] = {
         tick_queues=10, ticks=8, rabbit_queues=0, workers=2, seconds=0.05, interval=0.01, repeats=1
     ),
     "telemetry": lambda: telemetry.run(sizes=(1, 3), ticks=3, warmup=1, background=5, settle=0.0),
+    "redis": lambda: redis.run(n=200, workers=(1, 8), repeats=1),
 }
 
 

@@ -25,7 +25,7 @@ import anyio
 import anyio.lowlevel
 
 from admission import events
-from admission._partition import WAITING, Partition, Waiter
+from admission._partition import GRANTED, WAITING, Partition, Waiter
 from admission.bucket import TOLERANCE, TokenBucket, check_burst, check_rate
 from admission.classes import WorkloadClass, check_concurrency
 from admission.clock import Clock
@@ -290,6 +290,8 @@ class SharedLimiter(AdaptiveLimiter):
             self._abandon(waiter)
             await self._refund_unused()
             raise
+        if waiter.state == GRANTED:  # the common case: one round trip, no wait
+            return Permit(self, part, cost, waiter.waited)
         if waiter.state == WAITING:
             if timeout is not None:
                 self._set_deadline(waiter, now + timeout)
@@ -301,7 +303,8 @@ class SharedLimiter(AdaptiveLimiter):
             return await super()._wait(waiter)
         finally:
             # A permit given back by a cancelled waiter that nobody queued could use.
-            await self._refund_unused()
+            if self._credit.tokens > TOLERANCE:
+                await self._refund_unused()
 
     async def _keep_time(self, waiter: Waiter) -> None:
         if not self._fetch_due(self._now()):
@@ -352,7 +355,8 @@ class SharedLimiter(AdaptiveLimiter):
                     if chosen is None or not credit.has(chosen.cost, now):
                         break
                     self._grant(chosen, now)
-                await self._refund_unused()
+                if credit.tokens > TOLERANCE:
+                    await self._refund_unused()
             if answer.granted < len(costs):
                 stretch = 1.0 + self._random.uniform(0.0, self._backend.jitter)
                 credit.retry_at = now + answer.retry_after * stretch

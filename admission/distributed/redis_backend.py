@@ -154,6 +154,9 @@ class RedisBackend:
         self._options = dict(client_options or {})
         self._redis: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._settings: tuple[float, float, float, bool] | None = None
+        self._head = ""
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
 
     def __repr__(self) -> str:
         return f"RedisBackend({_redacted(self.url)!r}, key_prefix={self.key_prefix!r})"
@@ -181,9 +184,13 @@ class RedisBackend:
         configure: bool,
     ) -> TakeAnswer:
         # Two arguments, not one per figure: each costs the client an encoding step.
-        head = f"{float(rate)!r} {float(burst)!r} {float(initial)!r} {int(configure)} {self._ttl}"
-        wanted = " ".join([repr(float(cost)) for cost in costs])
-        reply = await self._script(TAKE, key, head, wanted)
+        settings = (rate, burst, initial, configure)
+        if settings != self._settings:
+            self._settings = settings
+            self._head = f"{float(rate)!r} {float(burst)!r} {float(initial)!r} {int(configure)} "
+            self._head += str(self._ttl)
+        wanted = repr(float(costs[0])) if len(costs) == 1 else " ".join(map(repr, costs))
+        reply = await self._script(TAKE, key, self._head, wanted)
         granted, wait, tokens, _, stored_rate, stored_burst = reply.split()
         return TakeAnswer(
             int(granted), float(wait), float(tokens), float(stored_rate), float(stored_burst)
@@ -210,6 +217,9 @@ class RedisBackend:
             from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
+            from redis.exceptions import RedisError
+
+            self._errors = (RedisError, OSError)
 
             self._redis = Redis.from_url(
                 self.url,
@@ -224,11 +234,9 @@ class RedisBackend:
 
     async def run(self, call: Awaitable[T]) -> T:
         """Await one redis-py call; no answer becomes :class:`BackendUnavailable`."""
-        from redis.exceptions import RedisError
-
         try:
             return await call
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             raise BackendUnavailable(_describe(exc)) from exc
 
     async def aclose(self) -> None:
@@ -243,13 +251,13 @@ class RedisBackend:
                 await client.aclose()
 
     async def _script(self, script: _Script, key: str, *args: str) -> Any:
-        from redis.exceptions import NoScriptError
-
         client = self.redis()
         command: Callable[..., Awaitable[Any]] = client.execute_command
         try:
             return await self.run(command("EVALSHA", script.sha, 1, key, *args))
         except BackendUnavailable as exc:
+            from redis.exceptions import NoScriptError
+
             if not isinstance(exc.__cause__, NoScriptError):
                 raise
         # A restarted (or flushed) Redis forgot the script: load it once more.

@@ -303,4 +303,3 @@ def write_outputs(
         json.dumps(written.to_dict(), indent=2) + "\n", encoding="utf-8"
     )
     return written
-

@@ -9,8 +9,7 @@ else (queues, classes, caps) locally.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["BackendUnavailable", "SharedBackend", "TakeAnswer"]
 
@@ -23,8 +22,7 @@ class BackendUnavailable(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class TakeAnswer:
+class TakeAnswer(NamedTuple):
     """One round trip's outcome.
 
     ``granted``: how many of the costs asked for (in order) were taken.

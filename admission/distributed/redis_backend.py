@@ -254,12 +254,12 @@ class RedisBackend:
         client = self.redis()
         command: Callable[..., Awaitable[Any]] = client.execute_command
         try:
-            return await self.run(command("EVALSHA", script.sha, 1, key, *args))
-        except BackendUnavailable as exc:
+            return await command("EVALSHA", script.sha, 1, key, *args)
+        except self._errors as exc:
             from redis.exceptions import NoScriptError
 
-            if not isinstance(exc.__cause__, NoScriptError):
-                raise
+            if not isinstance(exc, NoScriptError):
+                raise BackendUnavailable(_describe(exc)) from exc
         # A restarted (or flushed) Redis forgot the script: load it once more.
         await self.run(client.script_load(script.source))
         return await self.run(command("EVALSHA", script.sha, 1, key, *args))

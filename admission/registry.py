@@ -34,6 +34,7 @@ from admission.policy import (
     Transition,
     parse_config,
 )
+from admission.snapshot import LimiterSnapshot
 from admission.status import (
     ActiveWork,
     ClassStatus,
@@ -335,8 +336,11 @@ class Registry:
 
     def _build(self, state: PolicyState, now: float, engine: PolicyEngine | None = None) -> Status:
         views: dict[str, list[LimiterStatus]] = {}
+        shared_down: dict[str, str] = {}
         for binding in self._bindings:
             snap = binding.limiter.snapshot()
+            if snap.shared_budget == "unavailable":
+                shared_down[snap.name] = _shared_budget_warning(snap)
             figures = (
                 snap
                 if binding.workload_class is None
@@ -384,7 +388,7 @@ class Registry:
             governor=self._governor,
             classes=classes,
             fail_safe_limits=self._fail_safe_limits,
-            warnings=_shared_budget_warnings(self._limiters.values()),
+            warnings=tuple(shared_down.values()),
         )
 
     def _commit(self, decision: Decision) -> Decision:
@@ -476,16 +480,11 @@ class Registry:
             binding.applied = limits
 
 
-def _shared_budget_warnings(limiters: Iterable[AdaptiveLimiter]) -> tuple[str, ...]:
-    notes = []
-    for limiter in limiters:
-        snap = limiter.snapshot()
-        if snap.shared_budget == "unavailable":
-            notes.append(
-                f"{limiter.name}: shared budget unavailable ({snap.shared_budget_reason}); "
-                f"local fallback at {snap.fallback_rate:g}/s"
-            )
-    return tuple(notes)
+def _shared_budget_warning(snap: LimiterSnapshot) -> str:
+    return (
+        f"{snap.name}: shared budget unavailable ({snap.shared_budget_reason}); "
+        f"local fallback at {snap.fallback_rate:g}/s"
+    )
 
 
 def _moved(observation: Observation, at: float) -> Observation:

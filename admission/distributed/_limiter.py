@@ -26,77 +26,17 @@ import anyio.lowlevel
 
 from admission import events
 from admission._partition import GRANTED, WAITING, Partition, Waiter
-from admission.bucket import TOLERANCE, TokenBucket, check_burst, check_rate
+from admission.bucket import TOLERANCE, check_burst, check_rate
 from admission.classes import WorkloadClass, check_concurrency
 from admission.clock import Clock
+from admission.distributed._batch import batch
+from admission.distributed._buckets import FallbackBucket, SharedTokens
 from admission.distributed.base import SharedBackend, TakeAnswer
 from admission.limiter import AdaptiveLimiter
 from admission.permit import Permit
 from admission.snapshot import LimiterSnapshot
 
-__all__ = ["MAX_BATCH", "SharedLimiter"]
-
-#: The most waiters one round trip asks tokens for.
-MAX_BATCH = 64
-
-
-class _SharedTokens(TokenBucket):
-    """The limiter-wide bucket while the backend answers: tokens only as granted, never refilled.
-
-    ``rate`` and ``burst`` are the shared bucket's, as last known.
-    """
-
-    __slots__ = ("fetching", "guard", "retry_at")
-
-    def __init__(self, rate: float, burst: float, *, now: float, guard: float) -> None:
-        super().__init__(rate, burst, now=now, tokens=0.0)
-        self.fetching = False
-        self.retry_at = -math.inf
-        self.guard = guard
-
-    def refill(self, now: float) -> float:
-        return self.tokens
-
-    def peek(self, now: float) -> float:
-        return self.tokens
-
-    def has(self, cost: float, now: float) -> bool:
-        return self.tokens >= cost - TOLERANCE * cost
-
-    def delay_until(self, cost: float, now: float) -> float:
-        if self.has(cost, now):
-            return 0.0
-        if self.fetching:
-            # Whoever is asking re-plans when the answer comes; this is a backstop.
-            return self.guard
-        return max(0.0, self.retry_at - now)
-
-
-class _FallbackBucket(TokenBucket):
-    """The local bucket while the backend is away.
-
-    A cost above its (small) burst waits for a full bucket and leaves it in
-    debt, so the fallback never refuses what the shared budget would take.
-    ``probe_at`` is when the backend is asked again: the timer wakes for it.
-    """
-
-    __slots__ = ("probe_at",)
-
-    def __init__(self, rate: float, burst: float, *, now: float) -> None:
-        super().__init__(rate, burst, now=now)
-        self.probe_at = math.inf
-
-    def has(self, cost: float, now: float) -> bool:
-        need = min(cost, self.burst)
-        return self.refill(now) >= need - TOLERANCE * need
-
-    def delay_until(self, cost: float, now: float) -> float:
-        need = min(cost, self.burst)
-        missing = need - self.refill(now)
-        delay = 0.0 if missing <= TOLERANCE * need else missing / self.rate
-        if now < self.probe_at < now + delay:
-            return self.probe_at - now
-        return delay
+__all__ = ["SharedLimiter"]
 
 
 class SharedLimiter(AdaptiveLimiter):
@@ -148,8 +88,8 @@ class SharedLimiter(AdaptiveLimiter):
         self._backend = backend
         self._key = backend.bucket_key(name)
         self._initial = local.tokens
-        self._credit = _SharedTokens(local.rate, local.burst, now=now, guard=1.0)
-        self._fallback = _FallbackBucket(*backend.fallback_limits(local.rate, local.burst), now=now)
+        self._credit = SharedTokens(local.rate, local.burst, now=now, guard=1.0)
+        self._fallback = FallbackBucket(*backend.fallback_limits(local.rate, local.burst), now=now)
         self._bucket = self._credit
         self._seen_tokens = local.tokens
         self._version = 0  # retunes made here; the backend has seen up to _synced
@@ -339,7 +279,7 @@ class SharedLimiter(AdaptiveLimiter):
         head = self._select(now)
         if head is None:
             return
-        costs = self._batch(head, now)
+        costs = batch(self, head, now)
         answer = await self._call(costs)
         now = self._now()
         if isinstance(answer, str):
@@ -362,42 +302,6 @@ class SharedLimiter(AdaptiveLimiter):
                 credit.retry_at = now + answer.retry_after * stretch
         if self._waiting:
             self._dispatch(self._now(), elect=True)
-
-    def _batch(self, head: Waiter, now: float) -> list[float]:
-        """The costs of ``head`` and of those behind it in its class that could start with it.
-
-        One round trip then admits a crowd; a guess too generous costs a refund.
-        """
-        part = head.partition
-        room = min(MAX_BATCH, self._free_slots(part))
-        class_tokens = part.bucket.peek(now) if part.bucket is not None else math.inf
-        costs: list[float] = []
-        total = 0.0
-        for waiter in part.queue:
-            if len(costs) >= room:
-                break
-            if waiter.state != WAITING:
-                continue
-            total += waiter.cost
-            if costs and total > class_tokens:
-                break
-            costs.append(waiter.cost)
-        return costs
-
-    def _free_slots(self, part: Partition) -> float:
-        """How many permits ``part`` could start now (the rules of ``_slot_free``)."""
-        free = math.inf
-        if part.max_concurrency is not None:
-            free = part.max_concurrency - part.in_flight
-        cap = self._max_concurrency
-        if cap is not None:
-            reserved = sum(
-                other.unmet_floor()
-                for other in self._partitions.values()
-                if other is not part and other.minimum_floor
-            )
-            free = min(free, cap - self._total_in_flight() - reserved)
-        return max(1.0, free)
 
     async def _call(self, costs: Sequence[float]) -> TakeAnswer | str:
         """One round trip, shielded: an answer, or why there was none."""

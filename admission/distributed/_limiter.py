@@ -3,9 +3,10 @@
 Everything local stays local: FIFO per class, fair queuing across classes,
 concurrency caps, floors, class buckets, timeouts.  What changes is where the
 limiter-wide tokens come from.  The eligible head of the queue asks the backend
-for its cost (one round trip, at most one in flight per limiter, so nobody
-overtakes it); a grant is handed to it at once, a refusal says when to ask
-again, and the limiter's one timer sleeps until then (with jitter).  Tokens
+for its cost, and for those behind it that could start with it (one round
+trip, at most one in flight per limiter, so nobody overtakes it); grants are
+handed out at once, a refusal says when to ask again, and the limiter's one
+timer sleeps until then (with jitter).  Tokens
 never wait in the replica: a grant that finds nobody to use it (its waiter was
 cancelled during the round trip) goes straight back to the backend.
 

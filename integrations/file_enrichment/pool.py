@@ -148,8 +148,13 @@ class WorkerPool(Generic[T]):
         assert self._tg is not None, "the pool was not entered"
         if exc_type is None:
             self.close()  # drain: the dispatchers stop once their lanes are empty
+        else:
+            self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
+            # The body's exception is not handed to the task group, which would wrap
+            # it in an ExceptionGroup: it propagates as the body raised it.
+            await self._tg.__aexit__(None, None, None)
+            return None
         finally:
             self.close()
             for lane in self._lanes.values():

@@ -57,3 +57,52 @@ def test_block_runs(name: str, code: str, tmp_path: Path) -> None:
 def test_toml_block_is_a_valid_configuration(name: str, text: str) -> None:
     config = parse_config(tomllib.loads(text))
     assert config.presets, name
+
+
+CONSOLE_BLOCK = re.compile(r"^```console\n(.*?)^```", re.MULTILINE | re.DOTALL)
+MAKEFILE_TARGETS = set(
+    re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(encoding="utf-8"), re.MULTILINE)
+)
+
+
+def _commands(tool: str) -> list[tuple[str, str]]:
+    """Every ``tool ...`` line of the console blocks (comments and continuations dropped)."""
+    found = []
+    for name, block in _blocks(CONSOLE_BLOCK):
+        for line in block.splitlines():
+            command = line.split("  #", 1)[0].strip()
+            if command.startswith(f"{tool} "):
+                found.append((name, command))
+    return found
+
+
+ADMISSION_LINES = _commands("admission")
+MAKE_LINES = _commands("make")
+
+
+def test_the_docs_show_commands() -> None:
+    assert ADMISSION_LINES
+    assert MAKE_LINES
+
+
+@pytest.mark.parametrize(
+    ("name", "command"), ADMISSION_LINES, ids=[f"{n}:{c}" for n, c in ADMISSION_LINES]
+)
+def test_a_shown_admission_command_and_its_options_exist(name: str, command: str) -> None:
+    from typer.testing import CliRunner
+
+    from admission.cli import app
+
+    words = command.split()[1:]
+    subcommand = words[0]
+    result = CliRunner().invoke(app, [subcommand, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"{name}: `admission {subcommand}` is not a command"
+    for option in (w.split("=", 1)[0] for w in words[1:] if w.startswith("--")):
+        assert option in result.output, f"{name}: `admission {subcommand}` has no {option}"
+
+
+@pytest.mark.parametrize(("name", "command"), MAKE_LINES, ids=[f"{n}:{c}" for n, c in MAKE_LINES])
+def test_a_shown_make_target_exists(name: str, command: str) -> None:
+    targets = [w for w in command.split()[1:] if "=" not in w and not w.startswith("-")]
+    for target in targets:
+        assert target in MAKEFILE_TARGETS, f"{name}: the Makefile has no target {target!r}"

@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from admission import events
+from admission._tasks import start_owned, stop_owned
 from admission.clock import Clock
 from admission.policy import Decision, FailureKind, Observation, QueueSample, ReadFailure
 from admission.registry import Registry, default_registry
@@ -118,15 +119,7 @@ class PressureMonitor:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError("this PressureMonitor is already entered")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        try:
-            await task_group.start(self.run)
-        except BaseException:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(None, None, None)
-            raise
-        self._task_group = task_group
+        self._task_group = await start_owned(self.run)
         return self
 
     async def __aexit__(
@@ -137,10 +130,7 @@ class PressureMonitor:
     ) -> bool | None:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
-        task_group.cancel_scope.cancel()
-        # The body's exception is not handed to the task group, which would wrap
-        # it in an ExceptionGroup: it propagates as the body raised it.
-        await task_group.__aexit__(None, None, None)
+        await stop_owned(task_group)
         return None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

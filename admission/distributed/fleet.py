@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from admission import events
+from admission._tasks import start_owned, stop_owned
 from admission.clock import Clock
 from admission.distributed._limiter import SharedLimiter
 from admission.distributed.base import BackendUnavailable
@@ -212,15 +213,7 @@ class FleetPublisher:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError("this FleetPublisher is already entered")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        try:
-            await task_group.start(self.run)
-        except BaseException:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(None, None, None)
-            raise
-        self._task_group = task_group
+        self._task_group = await start_owned(self.run)
         return self
 
     async def __aexit__(
@@ -231,8 +224,7 @@ class FleetPublisher:
     ) -> None:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
-        task_group.cancel_scope.cancel()
-        await task_group.__aexit__(None, None, None)
+        await stop_owned(task_group)
         with anyio.CancelScope(shield=True):
             await self.withdraw()
 

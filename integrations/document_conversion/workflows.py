@@ -26,6 +26,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from admission import events
+from admission._tasks import start_owned, stop_owned
 from admission.classes import WorkloadClass
 from admission.clock import Clock
 from admission.limiter import AdaptiveLimiter
@@ -220,15 +221,7 @@ class WorkflowAdmission:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError(f"WorkflowAdmission {self.name!r} is already entered")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        try:
-            await task_group.start(self.run)
-        except BaseException:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(None, None, None)
-            raise
-        self._task_group = task_group
+        self._task_group = await start_owned(self.run)
         return self
 
     async def __aexit__(
@@ -240,11 +233,8 @@ class WorkflowAdmission:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
         self._close()
-        task_group.cancel_scope.cancel()
-        # The body's exception is not handed to the task group: it would come out
-        # wrapped in an ExceptionGroup.  Only the watcher runs there, and it only
-        # ends by this cancellation.
-        await task_group.__aexit__(None, None, None)
+        # Only the watcher runs there, and it only ends by this cancellation.
+        await stop_owned(task_group)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Register with the registry and time execution limits until closed or cancelled."""

@@ -55,6 +55,12 @@ GATE_MAX_WAIT = 5.0
 WORKFLOW_TIMEOUT = 20.0
 # Seconds the final settling (ack + publish on a real broker) may take.
 _SETTLE_TIMEOUT = 10.0
+#: Scenario seconds the pipeline may run past the scenario's end while the
+#: queues drain and the levels cool down: a slow or busy machine falls behind
+#: the scaled clock, and the demo should still end the way the scenario says.
+SETTLE_LIMIT = 300.0
+#: Scenario seconds between two looks at whether the pipeline has settled.
+_SETTLE_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -180,12 +186,27 @@ class Pipeline:
                 )
 
     async def play(self) -> None:
-        """Publish the scenario's files and run its outage; return at its end."""
+        """Publish the scenario's files and run its outage; return at its end.
+
+        If the queues still hold work or a level is still raised at the end,
+        the pipeline runs on (at most :data:`SETTLE_LIMIT` scenario seconds)
+        until everything published is processed and every level is normal.
+        """
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._produce)
             tg.start_soon(self._telemetry_outage)
             await self._until(self.scenario.duration)
             tg.cancel_scope.cancel()
+        deadline = self.scenario.duration + SETTLE_LIMIT
+        while not self.settled() and self.now() < deadline:
+            await self.clock.sleep(min(_SETTLE_EVERY, deadline - self.now()))
+
+    def settled(self) -> bool:
+        """Every message published is processed, and the status is normal, not fail-safe."""
+        if any(self.processed[q] < self.published[q] for q in QUEUES):
+            return False
+        status = self.registry.status()
+        return status.queue_pressure_level == "normal" and not status.fail_safe
 
     async def _until(self, t: float) -> None:
         delay = self.t0 + t - self.clock.monotonic()

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS := dev,web,rabbitmq,redis,metrics,plot,cli,testing
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest soak demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The soak at full size: one million admissions on the virtual clock (make test runs a bounded one).
+SOAK_ADMISSIONS ?= 1000000
+soak: $(STAMP)
+	ADMISSION_SOAK_ADMISSIONS=$(SOAK_ADMISSIONS) $(BIN)/pytest -m soak tests/soak $(PYTEST_ARGS)
 
 # make demo DEMO_ARGS="--speed 60 --port 8000": any `admission demo` options.
 demo: $(STAMP)

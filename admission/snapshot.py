@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ClassSnapshot", "LimiterSnapshot", "percentile"]
+__all__ = ["ClassSnapshot", "LimiterSnapshot", "percentile", "percentile_of_sorted"]
 
 
 class ClassSnapshot(BaseModel):
@@ -72,8 +72,12 @@ class LimiterSnapshot(BaseModel):
 
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of ``values`` (0.0 for none)."""
-    if not values:
+    return percentile_of_sorted(sorted(values), fraction)
+
+
+def percentile_of_sorted(ordered: list[float], fraction: float) -> float:
+    """:func:`percentile` of a list already in ascending order (no copy, no sort)."""
+    if not ordered:
         return 0.0
-    ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, int(-(-fraction * len(ordered) // 1)) - 1))
     return ordered[rank]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from limiter_helpers import Job, drained, running, start_in_order
 
@@ -57,6 +59,47 @@ async def test_snapshot_figures(admission_clock: VirtualClock) -> None:
     for permit in [held, *permits]:
         permit.release()
     assert limiter.snapshot().in_flight == 0
+
+
+async def test_snapshot_percentiles_of_waits_that_arrive_out_of_order(
+    admission_clock: VirtualClock,
+) -> None:
+    limiter = AdaptiveLimiter("order", rate=1, burst=1, classes=["a", "b"])
+    assert limiter.try_acquire(1, "a") is not None  # the one token, taken with no wait
+    waited = {"a": [0.0], "b": []}
+
+    def job(cls: str) -> Job:
+        async def run() -> None:
+            (await limiter.acquire(1, cls)).release()
+
+        return run
+
+    async with running() as tg:
+        # Each waiter arrives alone, `wait` before the next token: waits in no order.
+        for number, wait in enumerate([1.0, 0.25, 0.75, 0.5, 0.125, 1.0, 0.375]):
+            cls = "ab"[number % 2]
+            await admission_clock.advance(1 - wait)
+            tg.start_soon(job(cls))
+            await admission_clock.advance(wait)
+            waited[cls].append(wait)
+    snapshot = limiter.snapshot()
+    assert snapshot.admitted_total == 8
+
+    def nearest_rank(values: list[float], fraction: float) -> float:
+        ordered = sorted(values)
+        return ordered[math.ceil(fraction * len(ordered)) - 1]
+
+    every = waited["a"] + waited["b"]
+    assert snapshot.wait_p50_seconds == pytest.approx(nearest_rank(every, 0.5))
+    assert snapshot.wait_p99_seconds == pytest.approx(nearest_rank(every, 0.99))
+    assert snapshot.wait_p50_seconds == pytest.approx(0.375)
+    for cls, waits in waited.items():
+        figures = snapshot.workload_class(cls)
+        assert figures.admitted_total == len(waits)
+        assert figures.wait_p50_seconds == pytest.approx(nearest_rank(waits, 0.5))
+        assert figures.wait_p99_seconds == pytest.approx(nearest_rank(waits, 0.99))
+    assert snapshot.workload_class("a").wait_p50_seconds == pytest.approx(0.375)
+    assert snapshot.workload_class("b").wait_p50_seconds == pytest.approx(0.5)
 
 
 async def test_snapshot_of_a_fresh_limiter(admission_clock: VirtualClock) -> None:

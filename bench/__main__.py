@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import contended, fastpath, monitor, policy, redis, retune, telemetry, waiters
+from bench import contended, fastpath, load, monitor, policy, redis, retune, telemetry, waiters
 from bench._common import Section
 from bench.report import machine, render, to_json
 
@@ -25,6 +25,7 @@ FULL: dict[str, Callable[[], Section]] = {
     "monitor": lambda: monitor.run(),
     "telemetry": lambda: telemetry.run(),
     "redis": lambda: redis.run(),
+    "load": lambda: load.run(),
 }
 
 QUICK: dict[str, Callable[[], Section]] = {
@@ -40,6 +41,17 @@ QUICK: dict[str, Callable[[], Section]] = {
     ),
     "telemetry": lambda: telemetry.run(sizes=(1, 3), ticks=3, warmup=1, background=5, settle=0.0),
     "redis": lambda: redis.run(n=200, workers=(1, 8), repeats=1),
+    "load": lambda: load.run(
+        clients=(2, 4),
+        pollers=4,
+        poll_interval=0.02,
+        rate=2_000.0,
+        workers=2,
+        warmup=0.05,
+        seconds=0.1,
+        repeats=1,
+        max_requests=200,
+    ),
 }
 
 

@@ -148,3 +148,64 @@ def test_telemetry_times_both_modes_on_the_real_broker() -> None:
             assert value > 0, (column, row)
     assert all(math.isfinite(check.value) and check.value > 0 for check in section.checks)
     assert sum(note.startswith("Crossover") for note in section.notes) == 3
+
+
+def test_load_serves_every_request_beside_paced_admissions() -> None:
+    from bench import load
+
+    rate, seconds = 2_000.0, 0.1
+    section = load.run(
+        clients=(2, 3),
+        pollers=2,
+        poll_interval=0.02,
+        rate=rate,
+        workers=2,
+        warmup=0.05,
+        seconds=seconds,
+        repeats=1,
+        max_requests=100,
+    )
+    assert section.key == "load"
+    paced, tight = f"paced {rate:,.0f}/s, burst 200", f"paced {rate:,.0f}/s, burst 20"
+    assert [(row["admissions"], row["HTTP load"]) for row in section.rows] == [
+        (paced, "none"),
+        (paced, "2 clients, back-to-back"),
+        (paced, "3 clients, back-to-back"),
+        (paced, "2 clients, every 0.02 s"),
+        (tight, "none"),
+        (tight, "3 clients, back-to-back"),
+        ("unpaced", "none"),
+        ("unpaced", "3 clients, back-to-back"),
+        ("unpaced", "2 clients, every 0.02 s"),
+        ("none", "3 clients, back-to-back"),
+    ]
+    for row in section.rows:
+        assert set(row) == set(section.columns), row
+        admitted = row["admissions/s"]
+        if row["admissions"] == "none":
+            assert admitted is None, row
+        else:
+            assert isinstance(admitted, float)
+            assert admitted > 0, row
+        if row["admissions"] in (paced, tight):
+            # A window holds at most the burst (0.1 s of rate at most) plus rate x window.
+            assert isinstance(admitted, float)
+            assert admitted <= rate + rate * 0.1 / seconds, row
+        http = [row[c] for c in ("requests", "requests/s", "p50 ms", "p99 ms", "max ms")]
+        if row["HTTP load"] == "none":
+            assert http == [None] * 5, row
+            continue
+        requests, per_second, p50, p99, worst = http
+        assert isinstance(requests, int)
+        assert requests > 0, row
+        assert isinstance(per_second, float)
+        assert per_second > 0, row
+        assert isinstance(p50, float)
+        assert isinstance(p99, float)
+        assert isinstance(worst, float)
+        assert 0 < p50 <= p99 <= worst, row
+    # Every client got a 200 for every request it sent, or the section says otherwise.
+    assert not any("failed request" in note for note in section.notes), section.notes
+    assert [check.met is not None for check in section.checks] == [True, True] + [False] * 7
+    assert all(math.isfinite(check.value) for check in section.checks)
+    assert section.title in render([section], machine(), quick=True)

@@ -18,13 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Scope
+
 from admission import AdaptiveLimiter, WorkloadClass
 from admission.clock import SystemClock
 from admission.policy import QueueSample, parse_config
 from admission.registry import Registry
 from bench._common import cancel_all, collect, median, progress, rotated
 
-__all__ = ["BURSTS", "NONE", "PACED", "QUEUES", "TIGHT", "UNPACED", "Outcome", "Phase", "measure"]
+__all__ = [
+    "BURSTS",
+    "NONE",
+    "PACED",
+    "QUEUES",
+    "TIGHT",
+    "UNPACED",
+    "Costs",
+    "Outcome",
+    "Phase",
+    "measure",
+]
 
 CLIENT = Path(__file__).resolve().with_name("_http_load.py")
 HOST = "127.0.0.1"
@@ -108,16 +121,58 @@ def _paths(prefix: str) -> list[str]:
     return [prefix + route for route in routes]
 
 
-@asynccontextmanager
-async def _serving(registry: Registry) -> AsyncIterator[tuple[int, str]]:
-    """uvicorn serving the router on a free loopback port, in this loop; (port, prefix)."""
-    import uvicorn
+def _app(registry: Registry) -> tuple[ASGIApp, str]:
+    """The router at its documented prefix on a bare FastAPI app; (app, prefix)."""
     from fastapi import FastAPI
 
     from integrations.web_api import DEFAULT_PREFIX, throughput_router
 
     app = FastAPI()
     app.include_router(throughput_router(registry), prefix=DEFAULT_PREFIX)
+    return app, DEFAULT_PREFIX
+
+
+async def _asgi_cost(app: ASGIApp, paths: list[str], rounds: int) -> float:
+    """Seconds per request of the ASGI app called directly: no socket, no HTTP parsing."""
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"{message['status']} from the status API")
+
+    def scope(path: str) -> Scope:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", HOST.encode()), (b"accept", b"application/json")],
+            "client": (HOST, 1),
+            "server": (HOST, 80),
+        }
+
+    scopes = [scope(path) for path in paths]
+    spans = []
+    for _ in range(rounds):
+        begin = time.perf_counter()
+        for each in scopes:
+            await app(each, receive, send)
+        spans.append((time.perf_counter() - begin) / len(scopes))
+    return median(spans)
+
+
+@asynccontextmanager
+async def _serving(app: ASGIApp) -> AsyncIterator[int]:
+    """uvicorn serving ``app`` on a free loopback port, in this loop; yields the port."""
+    import uvicorn
+
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say
     # they are TCP, and without it each answer (head and body written apart) waits
     # out the client's delayed ACK, about 40 ms.
@@ -130,7 +185,7 @@ async def _serving(registry: Registry) -> AsyncIterator[tuple[int, str]]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve([sock]))
     try:
-        yield sock.getsockname()[1], DEFAULT_PREFIX
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         await task
@@ -246,6 +301,14 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
+@dataclass(frozen=True)
+class Costs:
+    """CPU per request of the parts, measured after the run (every wait window full)."""
+
+    status: float  # registry.status(), seconds
+    asgi: float  # the whole ASGI app called directly (status included), seconds
+
+
 async def measure(
     phases: list[Phase],
     *,
@@ -255,12 +318,14 @@ async def measure(
     seconds: float,
     repeats: int,
     max_requests: int,
-) -> tuple[dict[Phase, list[Outcome]], float]:
-    """Each phase's outcomes (``repeats`` of them, in rotated order) and the status build time."""
+) -> tuple[dict[Phase, list[Outcome]], Costs]:
+    """Each phase's outcomes (``repeats`` of them, in rotated order) and the parts' costs."""
     registry, limiters = _governed(rate)
+    app, prefix = _app(registry)
+    paths = _paths(prefix)
     outcomes: dict[Phase, list[Outcome]] = {phase: [] for phase in phases}
-    async with _serving(registry) as (port, prefix):
-        bench = _Bench(limiters, port, _paths(prefix), workers, warmup, seconds, max_requests)
+    async with _serving(app) as port:
+        bench = _Bench(limiters, port, paths, workers, warmup, seconds, max_requests)
         # Unrecorded: the first requests pay for route set-up and first-use costs.
         await bench.phase(Phase(PACED, max(p.clients for p in phases)))
         for r in range(repeats):
@@ -270,10 +335,9 @@ async def measure(
                 outcomes[phase].append(outcome)
                 if outcome.http.get("failures"):
                     progress(f"load: {phase.load()}: {outcome.http['first_failure']}")
-    # After the run, as the status is under load: every class's wait window full.
     spans = []
     for _ in range(200):
         begin = time.perf_counter()
         registry.status()
         spans.append(time.perf_counter() - begin)
-    return outcomes, median(spans)
+    return outcomes, Costs(median(spans), await _asgi_cost(app, paths, 40))

@@ -45,6 +45,7 @@ from bench._load_measure import (
     QUEUES,
     TIGHT,
     UNPACED,
+    Costs,
     Outcome,
     Phase,
     measure,
@@ -76,7 +77,7 @@ def run(
     # A benchmark measures, it does not log: the library's events would cost CPU here.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     try:
-        outcomes, build = asyncio.run(
+        outcomes, costs = asyncio.run(
             measure(
                 phases,
                 rate=rate,
@@ -102,7 +103,7 @@ def run(
         "repeats": repeats,
         "max_requests": max_requests,
     }
-    return _section(outcomes, build, rate=rate, top=top, params=params)
+    return _section(outcomes, costs, rate=rate, top=top, params=params)
 
 
 def _label(workload: str, rate: float) -> str:
@@ -150,7 +151,7 @@ def _number(row: Row, column: str) -> float:
 
 def _section(
     outcomes: dict[Phase, list[Outcome]],
-    build: float,
+    costs: Costs,
     *,
     rate: float,
     top: int,
@@ -200,7 +201,8 @@ def _section(
             )
         )
     checks.append(Check("server CPU us per request (info)", per_request * 1e6))
-    checks.append(Check("registry.status() build us (info)", build * 1e6))
+    checks.append(Check("ASGI app alone us per request (info)", costs.asgi * 1e6))
+    checks.append(Check("registry.status() build us (info)", costs.status * 1e6))
     served = _number(flood, "requests/s")
     client_cpu = median(
         [o.http["cpu_seconds"] / o.http["seconds"] for o in outcomes[Phase(PACED, top)]]
@@ -214,11 +216,14 @@ def _section(
         f"under 50 ms at {top} clients needs the loop to serve well over {top / 0.05:,.0f} "
         "requests/s.",
         f"The server spends {per_request * 1e6:.0f} us of CPU per request (measured with no "
-        f"admissions, at {_number(alone, 'server CPU %'):.0f} % of a core), of which "
-        f"registry.status() builds the status in {build * 1e6:.0f} us (every route builds "
-        "the whole status, /status/{queue} and /classes/{name} too); the rest is uvicorn's "
-        "pure-Python h11 parser, Starlette's middleware and FastAPI's response validation "
-        "and serialisation.",
+        f"admissions, at {_number(alone, 'server CPU %'):.0f} % of a core). Called directly, "
+        f"the ASGI app takes {costs.asgi * 1e6:.0f} us, of which registry.status() builds "
+        f"the status in {costs.status * 1e6:.0f} us (every route builds the whole status, "
+        "/status/{queue} and /classes/{name} too) and FastAPI and Starlette (routing, "
+        "middleware, response validation and serialisation) take "
+        f"{(costs.asgi - costs.status) * 1e6:.0f} us; the remaining "
+        f"{(per_request - costs.asgi) * 1e6:.0f} us are uvicorn's pure-Python h11 protocol, "
+        "the sockets and the loop's scheduling.",
         f"Under {top} back-to-back clients the 1 ms heartbeat woke {stall:.1f} ms late at "
         "p99: one pass of the loop serves every queued request. A burst of "
         f"{BURSTS[PACED] * 1e3:.0f} ms of the rate banks what most such stalls accrue (the "
@@ -231,6 +236,14 @@ def _section(
         f"The load client (a process of its own) used {client_cpu:.0%} of a core at {top} "
         "back-to-back clients.",
     ]
+    squeezed = _number(alone, "server CPU %")
+    if squeezed < 90:
+        notes.append(
+            f"With no admissions the server's loop used only {squeezed:.0f} % of a core under "
+            f"{top} back-to-back clients: it waited, for the clients or for a CPU that other "
+            "processes held (on an idle machine it runs near 100 %), and the latencies above "
+            "include that wait."
+        )
     if failures:
         notes.append(f"{failures} HTTP client(s) stopped on a failed request")
     method = (

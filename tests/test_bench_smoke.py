@@ -206,6 +206,6 @@ def test_load_serves_every_request_beside_paced_admissions() -> None:
         assert 0 < p50 <= p99 <= worst, row
     # Every client got a 200 for every request it sent, or the section says otherwise.
     assert not any("failed request" in note for note in section.notes), section.notes
-    assert [check.met is not None for check in section.checks] == [True, True] + [False] * 7
+    assert [check.met is not None for check in section.checks] == [True, True] + [False] * 8
     assert all(math.isfinite(check.value) for check in section.checks)
     assert section.title in render([section], machine(), quick=True)

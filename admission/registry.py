@@ -73,6 +73,7 @@ class _Binding:
     policy_class: str
     workload_class: str | None  # None: the whole limiter follows
     applied: LevelLimits | None = None
+    retune_error: str | None = None  # why the last retune failed (the limiter kept its limits)
 
 
 class Registry:
@@ -197,9 +198,16 @@ class Registry:
     def observe(
         self, observations: Mapping[str, Observation], now: float | None = None
     ) -> Decision:
-        """Step the engine with one tick's observations and apply the result."""
+        """Step the engine with one tick's observations and apply the result.
+
+        A limiter whose last retune failed is retried here, at every tick, so it
+        does not keep limits the policy no longer allows until the next transition.
+        """
         at = self.clock.monotonic() if now is None else now
-        return self._commit(self.engine.step(self._state, observations, at))
+        decision = self._commit(self.engine.step(self._state, observations, at))
+        if any(b.retune_error is not None for b in self._bindings):
+            self._apply_limits()
+        return decision
 
     def record_deferred(self, class_name: str, count: int = 1) -> None:
         """Count admissions of ``class_name`` handed back for redelivery (gates call this)."""
@@ -208,6 +216,12 @@ class Registry:
     def governor_started(self) -> None:
         """A monitor now governs: fail-safe for a stopped monitor ends."""
         was_stopped = self._governor.monitor == "stopped"
+        if was_stopped:
+            # Nothing watched the queues while no monitor ran: a last good sample
+            # that has gone stale meanwhile puts its queue in fail-safe now, left
+            # after recovery_seconds of good samples as after any telemetry gap
+            # (not straight back to the levels of before the stop).
+            self._commit(self.engine.step(self._state, {}, self.clock.monotonic()))
         self._governor = GovernorView("running")
         if was_stopped:
             now = self.clock.monotonic()
@@ -337,10 +351,13 @@ class Registry:
     def _build(self, state: PolicyState, now: float, engine: PolicyEngine | None = None) -> Status:
         views: dict[str, list[LimiterStatus]] = {}
         shared_down: dict[str, str] = {}
+        unretuned: list[str] = []
         for binding in self._bindings:
             snap = binding.limiter.snapshot()
             if snap.shared_budget == "unavailable":
                 shared_down[snap.name] = _shared_budget_warning(snap)
+            if binding.retune_error is not None:
+                unretuned.append(_retune_warning(binding))
             figures = (
                 snap
                 if binding.workload_class is None
@@ -357,6 +374,7 @@ class Registry:
                     timed_out_total=figures.timed_out_total,
                     shared_budget=snap.shared_budget,
                     shared_budget_reason=snap.shared_budget_reason,
+                    retune_error=binding.retune_error,
                 )
             )
         active: dict[str, list[ActiveWork]] = {}
@@ -388,7 +406,7 @@ class Registry:
             governor=self._governor,
             classes=classes,
             fail_safe_limits=self._fail_safe_limits,
-            warnings=tuple(shared_down.values()),
+            warnings=(*shared_down.values(), *unretuned),
         )
 
     def _commit(self, decision: Decision) -> Decision:
@@ -469,21 +487,35 @@ class Registry:
                     )
             except Exception as exc:
                 self.retune_errors += 1
-                events.logger().error(
-                    events.RETUNE_ERROR,
-                    limiter=binding.limiter.name,
-                    workload_class=binding.workload_class,
-                    policy_class=binding.policy_class,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                if error != binding.retune_error:  # one event per streak, not one per tick
+                    events.logger().error(
+                        events.RETUNE_ERROR,
+                        limiter=binding.limiter.name,
+                        workload_class=binding.workload_class,
+                        policy_class=binding.policy_class,
+                        error=error,
+                    )
+                binding.retune_error = error
                 continue
             binding.applied = limits
+            binding.retune_error = None
 
 
 def _shared_budget_warning(snap: LimiterSnapshot) -> str:
     return (
         f"{snap.name}: shared budget unavailable ({snap.shared_budget_reason}); "
         f"local fallback at {snap.fallback_rate:g}/s"
+    )
+
+
+def _retune_warning(binding: _Binding) -> str:
+    where = binding.limiter.name
+    if binding.workload_class is not None:
+        where = f"{where}/{binding.workload_class}"
+    return (
+        f"{where}: retune to the {binding.policy_class} limits failed ({binding.retune_error}); "
+        "it keeps its previous limits, retried at every poll"
     )
 
 

@@ -106,6 +106,11 @@ class LimiterStatus(_Frozen):
         "is shared through a backend; null for a local limiter.",
     )
     shared_budget_reason: str | None = None
+    retune_error: str | None = Field(
+        default=None,
+        description="Why the last retune to the class's limits failed: the limiter keeps "
+        "its previous limits (not those shown for the class) until a retry succeeds.",
+    )
 
 
 class ActiveWork(_Frozen):

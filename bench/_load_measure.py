@@ -133,7 +133,10 @@ def _app(registry: Registry) -> tuple[ASGIApp, str]:
 
 
 async def _asgi_cost(app: ASGIApp, paths: list[str], rounds: int) -> float:
-    """Seconds per request of the ASGI app called directly: no socket, no HTTP parsing."""
+    """CPU seconds per request of the ASGI app called directly: no socket, no HTTP parsing.
+
+    CPU, not wall time: on a shared machine the process may wait for a core.
+    """
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -161,10 +164,10 @@ async def _asgi_cost(app: ASGIApp, paths: list[str], rounds: int) -> float:
     scopes = [scope(path) for path in paths]
     spans = []
     for _ in range(rounds):
-        begin = time.perf_counter()
+        begin = time.process_time()
         for each in scopes:
             await app(each, receive, send)
-        spans.append((time.perf_counter() - begin) / len(scopes))
+        spans.append((time.process_time() - begin) / len(scopes))
     return median(spans)
 
 
@@ -305,8 +308,8 @@ def _p99(values: list[float]) -> float:
 class Costs:
     """CPU per request of the parts, measured after the run (every wait window full)."""
 
-    status: float  # registry.status(), seconds
-    asgi: float  # the whole ASGI app called directly (status included), seconds
+    status: float  # registry.status(), CPU seconds
+    asgi: float  # the whole ASGI app called directly (status included), CPU seconds
 
 
 async def measure(
@@ -337,7 +340,7 @@ async def measure(
                     progress(f"load: {phase.load()}: {outcome.http['first_failure']}")
     spans = []
     for _ in range(200):
-        begin = time.perf_counter()
+        begin = time.process_time()
         registry.status()
-        spans.append(time.perf_counter() - begin)
+        spans.append(time.process_time() - begin)
     return outcomes, Costs(median(spans), await _asgi_cost(app, paths, 40))

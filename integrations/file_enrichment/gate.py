@@ -52,8 +52,9 @@ class RetryLater(AdmissionError):
 
     ``reason`` is ``"deferred"`` (the class's admission is deferred and it has
     no room now) or ``"timeout"`` (not admitted within ``max_wait``).
-    ``retry_after`` is an estimate: the wait for a token, or for a slot at the
-    pace the class's work has been finishing.
+    ``retry_after`` is an estimate: the wait for a token (after those of the
+    events waiting ahead), or for a slot at the pace the class's work has been
+    finishing.
     """
 
     def __init__(
@@ -225,8 +226,11 @@ class FileEnrichmentGate:
         self.registry.record_deferred(name)
         rate = snap.rate if snap.rate is not None else self.limiter.rate
         retry = token_wait
-        if snap.tokens is not None and snap.tokens < 1:
-            retry = max(retry, (1 - snap.tokens) / rate)
+        if snap.tokens is not None:
+            # The waiters ahead take their tokens first: this event's comes after theirs.
+            needed = snap.waiting + 1 - snap.tokens
+            if needed > 0:
+                retry = max(retry, needed / rate)
         cap = snap.max_concurrency
         if cap is not None and snap.in_flight >= cap:
             # Slots free at cap / hold per second; this one needs the waiters' and its own.

@@ -372,3 +372,11 @@ class AdaptiveLimiter(Scheduler):
             raise ValueError(
                 f"max_concurrency={cap} is below the sum of the classes' minimum_floor ({floors})"
             )
+        # Floors are reserved even while their class is idle: floors that fill
+        # the cap would leave a class without a floor waiting forever.
+        unfloored = [p.name for p in self._partitions.values() if not p.minimum_floor]
+        if floors == cap and unfloored:
+            raise ValueError(
+                f"max_concurrency={cap} is all reserved by the classes' minimum_floor "
+                f"({floors}): class {unfloored[0]!r} (minimum_floor=0) could never be admitted"
+            )

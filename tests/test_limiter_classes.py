@@ -118,6 +118,31 @@ async def test_retune_refuses_a_cap_below_the_floors(admission_clock: VirtualClo
     assert limiter.max_concurrency == 3
 
 
+async def test_floors_may_not_reserve_every_slot_from_a_class_without_one(
+    admission_clock: VirtualClock,
+) -> None:
+    """Found by the soak: floors filling the cap left the class without one waiting forever."""
+    classes: list[WorkloadClass | str] = ["standard", WorkloadClass("expensive", minimum_floor=2)]
+    with pytest.raises(ValueError, match=r"max_concurrency=2 .*\(2\).*'standard'"):
+        AdaptiveLimiter("starved", rate=100, burst=10, max_concurrency=2, classes=classes)
+    limiter = AdaptiveLimiter("starved", rate=100, burst=10, max_concurrency=3, classes=classes)
+    with pytest.raises(ValueError, match=r"max_concurrency=2 .*'standard'"):
+        limiter.retune(max_concurrency=2)
+    with pytest.raises(ValueError, match=r"max_concurrency=3 .*\(3\).*'standard'"):
+        limiter.retune_class("expensive", minimum_floor=3)
+    snapshot = limiter.snapshot()
+    assert (snapshot.max_concurrency, snapshot.workload_class("expensive").minimum_floor) == (3, 2)
+    # The one slot the floors leave is standard's, even with expensive idle.
+    permit = limiter.try_acquire(workload_class="standard")
+    assert permit is not None
+    assert limiter.try_acquire(workload_class="standard") is None
+    permit.release()
+    # With a floor of its own, every class keeps a slot: floors may fill the cap.
+    limiter.retune_class("standard", minimum_floor=1)
+    limiter.retune(max_concurrency=3)
+    assert limiter.try_acquire(workload_class="standard") is not None
+
+
 # -- shares and fairness ---------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from admission._urls import mask_url
 from admission.status import ClassStatus, QueueStatus, Status
 
 __all__ = ["DEFAULT_PREFIX", "status_command", "status_url"]
@@ -67,7 +68,7 @@ def status_command(
         sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
         return
     console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
-    _print_overview(console, target, status)
+    _print_overview(console, mask_url(target), status)
     _print_queues(console, status)
     _print_classes(console, status)
     _print_overrides(console, status)
@@ -81,7 +82,9 @@ def status_url(url: str) -> str:
     """The status URL that ``url`` (server, router prefix or status URL) stands for."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"--url {url!r}: not an http(s) URL (give e.g. http://127.0.0.1:8000)")
+        raise ValueError(
+            f"--url {mask_url(url)!r}: not an http(s) URL (give e.g. http://127.0.0.1:8000)"
+        )
     path = parts.path.rstrip("/")
     if not path:
         path = DEFAULT_PREFIX + "/status"
@@ -92,6 +95,7 @@ def status_url(url: str) -> str:
 
 def fetch_status(url: str, timeout: float) -> tuple[Any, Status]:
     """GET ``url``: the JSON body as received and the contract it was checked against."""
+    shown = mask_url(url)
     try:
         import httpx
     except ImportError:
@@ -101,24 +105,24 @@ def fetch_status(url: str, timeout: float) -> tuple[Any, Status]:
             url, timeout=timeout, follow_redirects=True, headers={"Accept": "application/json"}
         )
     except httpx.ConnectTimeout:
-        _fail(f"{url}: could not connect within {timeout:g}s (timeout)")
+        _fail(f"{shown}: could not connect within {timeout:g}s (timeout)")
     except httpx.TimeoutException:
-        _fail(f"{url}: no answer within {timeout:g}s (timeout)")
+        _fail(f"{shown}: no answer within {timeout:g}s (timeout)")
     except httpx.ConnectError as exc:
-        _fail(f"{url}: cannot connect ({_one_line(str(exc)) or 'connection failed'})")
+        _fail(f"{shown}: cannot connect ({_one_line(str(exc)) or 'connection failed'})")
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        _fail(f"{url}: {type(exc).__name__}: {_one_line(str(exc))}")
+        _fail(f"{shown}: {type(exc).__name__}: {_one_line(str(exc))}")
     if response.status_code != 200:
-        _fail(f"{url}: HTTP {response.status_code} {response.reason_phrase}{_detail(response)}")
+        _fail(f"{shown}: HTTP {response.status_code} {response.reason_phrase}{_detail(response)}")
     try:
         body = json.loads(response.content)
     except ValueError:
         kind = response.headers.get("content-type", "no content type")
-        _fail(f"{url}: the answer is not JSON ({_one_line(kind)})")
+        _fail(f"{shown}: the answer is not JSON ({_one_line(kind)})")
     try:
         return body, Status.model_validate(body)
     except ValidationError as exc:
-        _fail(f"{url}: the answer is not the status contract: {_first_problem(exc)}")
+        _fail(f"{shown}: the answer is not the status contract: {_first_problem(exc)}")
 
 
 # -- tables ---------------------------------------------------------------------

@@ -63,7 +63,9 @@ def check_urls(url: str, management_url: str | None) -> str:
     management = (management_url or f"http://{parts.hostname}:15672").rstrip("/")
     check = urlsplit(management)
     if check.scheme not in ("http", "https") or not check.hostname:
-        raise ValueError(f"--management-url must be http(s)://host:15672, got {management!r}")
+        raise ValueError(
+            f"--management-url must be http(s)://host:15672, got {mask_amqp_url(management)!r}"
+        )
     return management
 
 
@@ -129,6 +131,7 @@ class RabbitBroker:
     ) -> None:
         parts = urlsplit(url)
         self.management_url = check_urls(url, management_url)
+        self._shown_management = mask_amqp_url(self.management_url)
         self.username = unquote(parts.username or "guest")
         self._password = unquote(parts.password or "guest")
         self.vhost = vhost or f"admission-demo-{uuid.uuid4().hex[:8]}"
@@ -218,7 +221,7 @@ class RabbitBroker:
                 reason = answers[missing[0]]
                 assert isinstance(reason, ReadFailure)
                 raise DemoError(
-                    f"--management-url {self.management_url}: no statistics for {missing} after "
+                    f"--management-url {self._shown_management}: no statistics for {missing} after "
                     f"{_STATISTICS_TIMEOUT:g}s ({reason.reason})"
                 )
             await real.sleep(0.25)
@@ -231,18 +234,18 @@ class RabbitBroker:
             response = await self._http.request(method, path, **options)
         except httpx.HTTPError as exc:
             raise DemoError(
-                f"--management-url {self.management_url}: cannot {what} {self.vhost!r}: "
+                f"--management-url {self._shown_management}: cannot {what} {self.vhost!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
         if response.status_code == 401:
             raise DemoError(
-                f"--management-url {self.management_url}: user {self.username!r} was refused "
+                f"--management-url {self._shown_management}: user {self.username!r} was refused "
                 "(401): check the credentials in --rabbitmq-url"
             )
         if response.status_code >= 400:
             hint = " (the user needs the administrator tag)" if response.status_code == 403 else ""
             raise DemoError(
-                f"--management-url {self.management_url}: cannot {what} {self.vhost!r}: "
+                f"--management-url {self._shown_management}: cannot {what} {self.vhost!r}: "
                 f"HTTP {response.status_code}{hint}: {response.text[:200]}"
             )
 

@@ -15,7 +15,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -36,6 +36,7 @@ from admission.demo.timeline import Recorder, Sample
 from admission.demo.view import LiveView, PlainView
 from admission.policy import parse_config
 from admission.registry import Registry
+from admission.telemetry._amqp import mask_amqp_url
 
 __all__ = ["DEFAULT_SPEED", "RABBITMQ_SPEED", "Demo", "DemoOptions"]
 
@@ -87,6 +88,16 @@ class DemoOptions:
             check_urls(self.rabbitmq_url, self.management_url)
         elif self.management_url is not None:
             raise ValueError("--management-url goes with --rabbitmq-url")
+
+    def __repr__(self) -> str:
+        # The broker URLs carry the password: a repr may end up in a log.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_url") and isinstance(value, str):
+                value = mask_amqp_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"DemoOptions({', '.join(shown)})"
 
     @property
     def resolved_speed(self) -> float:

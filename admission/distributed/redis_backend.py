@@ -20,8 +20,9 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from admission._urls import mask_url
 from admission.distributed.base import BackendUnavailable, TakeAnswer
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ class RedisBackend:
         client_options: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {url!r}")
+            shown = mask_url(url) if isinstance(url, str) else url
+            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, got {shown!r}")
         if not isinstance(key_prefix, str):
             raise ValueError(f"key_prefix must be a string, got {key_prefix!r}")
         if isinstance(expected_replicas, bool) or not (
@@ -159,7 +161,7 @@ class RedisBackend:
         self._errors: tuple[type[BaseException], ...] = (OSError,)
 
     def __repr__(self) -> str:
-        return f"RedisBackend({_redacted(self.url)!r}, key_prefix={self.key_prefix!r})"
+        return f"RedisBackend({mask_url(self.url)!r}, key_prefix={self.key_prefix!r})"
 
     # -- keys and the fallback ---------------------------------------------------
 
@@ -268,12 +270,3 @@ class RedisBackend:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or "no detail"
     return f"{type(exc).__name__}: {text}"
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))

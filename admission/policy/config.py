@@ -6,9 +6,9 @@ field, and the cross-field rules below say which values clash.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from admission.policy.levels import Level, Signal
 
@@ -20,6 +20,14 @@ __all__ = [
     "QueuePolicyPatch",
 ]
 
+# Strict: in a TOML file ``"50"`` or ``true`` where a number belongs is a mistake
+# to name, not a value to guess at (lax pydantic reads ``true`` as 1 and ``"no"``
+# as False).  A number may be written as an integer or a float; a count only as
+# an integer.
+Number = Annotated[float, Strict()]
+Count = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -29,14 +37,14 @@ class QueuePolicy(_Frozen):
     """How one queue's pressure becomes a level (DESIGN.md "Policy semantics")."""
 
     signal: Signal = Signal.MESSAGES_READY
-    warning_threshold: float = Field(ge=0, allow_inf_nan=False)
-    critical_threshold: float = Field(ge=0, allow_inf_nan=False)
-    exit_ratio: float = Field(default=0.8, gt=0, lt=1)
-    sustained_seconds: float = Field(ge=0, allow_inf_nan=False)
-    cooldown_seconds: float = Field(ge=0, allow_inf_nan=False)
-    stale_after_seconds: float = Field(gt=0, allow_inf_nan=False)
-    failure_threshold: int = Field(default=3, ge=1)
-    recovery_seconds: float = Field(ge=0, allow_inf_nan=False)
+    warning_threshold: Number = Field(ge=0, allow_inf_nan=False)
+    critical_threshold: Number = Field(ge=0, allow_inf_nan=False)
+    exit_ratio: Number = Field(default=0.8, gt=0, lt=1)
+    sustained_seconds: Number = Field(ge=0, allow_inf_nan=False)
+    cooldown_seconds: Number = Field(ge=0, allow_inf_nan=False)
+    stale_after_seconds: Number = Field(gt=0, allow_inf_nan=False)
+    failure_threshold: Count = Field(default=3, ge=1)
+    recovery_seconds: Number = Field(ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Self:
@@ -72,14 +80,14 @@ class QueuePolicyPatch(_Frozen):
     """Any subset of :class:`QueuePolicy` keys, layered over a preset."""
 
     signal: Signal | None = None
-    warning_threshold: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    critical_threshold: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    exit_ratio: float | None = Field(default=None, gt=0, lt=1)
-    sustained_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    cooldown_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    stale_after_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    failure_threshold: int | None = Field(default=None, ge=1)
-    recovery_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    warning_threshold: Number | None = Field(default=None, ge=0, allow_inf_nan=False)
+    critical_threshold: Number | None = Field(default=None, ge=0, allow_inf_nan=False)
+    exit_ratio: Number | None = Field(default=None, gt=0, lt=1)
+    sustained_seconds: Number | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cooldown_seconds: Number | None = Field(default=None, ge=0, allow_inf_nan=False)
+    stale_after_seconds: Number | None = Field(default=None, gt=0, allow_inf_nan=False)
+    failure_threshold: Count | None = Field(default=None, ge=1)
+    recovery_seconds: Number | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     def values(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -88,13 +96,13 @@ class QueuePolicyPatch(_Frozen):
 class LevelLimits(_Frozen):
     """A workload class's limits at one level."""
 
-    parallelism: int = Field(ge=1)
-    rate: float = Field(gt=0, allow_inf_nan=False)
-    burst: float = Field(ge=1, allow_inf_nan=False)
-    minimum_floor: int = Field(default=0, ge=0)
+    parallelism: Count = Field(ge=1)
+    rate: Number = Field(gt=0, allow_inf_nan=False)
+    burst: Number = Field(ge=1, allow_inf_nan=False)
+    minimum_floor: Count = Field(default=0, ge=0)
     #: Admission of this class is deferred: a gate hands its messages back for
     #: redelivery instead of holding them while the class is throttled.
-    deferred_admission: bool = False
+    deferred_admission: Flag = False
 
     @model_validator(mode="after")
     def _floor_fits(self) -> Self:

@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from admission._urls import mask_url
 from admission.errors import AdmissionError
 from admission.policy.config import (
     ClassPolicy,
     LevelLimits,
+    Number,
     Preset,
     QueuePolicy,
     QueuePolicyPatch,
@@ -40,6 +42,9 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 QUEUE_KEYS = frozenset(QueuePolicyPatch.model_fields)
+#: A key named with one of these may hold a credential: an error names it, never its value
+#: (``password`` of the wrong type, or a typo such as ``pasword = "..."``).
+_SECRET_WORDS = ("pass", "pasw", "pwd", "secret", "token", "cred", "auth")
 BUILTIN_NAMES = ("conservative", "balanced", "aggressive")
 
 
@@ -59,7 +64,12 @@ class RabbitMQTelemetry(_Strict):
     password: SecretStr | None = None
     password_env: str | None = None
     vhost: str = "/"
-    timeout_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    timeout_seconds: Number = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    def __repr_args__(self) -> Any:
+        # The URL may carry ``user:password@`` (the source takes credentials from it).
+        for key, value in super().__repr_args__():
+            yield key, (mask_url(value) if key == "url" and isinstance(value, str) else value)
 
     def resolved_password(self) -> SecretStr:
         if self.password_env is not None:
@@ -94,7 +104,7 @@ class AdmissionConfig(_Strict):
     """The configuration file, as written (presets not yet resolved)."""
 
     preset: str = "balanced"
-    poll_interval_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    poll_interval_seconds: Number = Field(default=5.0, gt=0, allow_inf_nan=False)
     telemetry: Telemetry = Telemetry()
     queues: tuple[QueueEntry, ...] = ()
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -201,7 +211,10 @@ def _validated(model: type[M], values: Mapping[str, Any], where: str) -> M:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where, values)) from None
+        message = _describe(exc, where, values)
+    # Raised outside the handler: pydantic's error (which quotes every input, a
+    # password too) is not even kept as the hidden context.
+    raise ConfigError(message)
 
 
 def _describe(exc: ValidationError, where: str, values: Mapping[str, Any]) -> str:
@@ -211,11 +224,33 @@ def _describe(exc: ValidationError, where: str, values: Mapping[str, Any]) -> st
         for part in error["loc"]:
             key = f"{key}[{part}]" if isinstance(part, int) else f"{key}.{part}"
         key = key.removeprefix("config.")
+        names = [part for part in error["loc"] if isinstance(part, str)]
         if error["type"] != "missing" and error["loc"]:
+            key = f"{key}={_shown(names[-1] if names else '', error['input'])}"
+        elif error["type"] in ("model_type", "dict_type"):  # the whole table is not one
             key = f"{key}={error['input']!r}"
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{key}: {message}")
     return "; ".join(lines)
+
+
+def _shown(key: str, value: object) -> str:
+    """``value`` as an error may show it: ``***`` if ``key`` is named like a credential."""
+    return "***" if any(word in key.lower() for word in _SECRET_WORDS) else repr(value)
+
+
+def _check_table(where: str, table: Mapping[str, Any]) -> None:
+    """The shape of a user's ``[presets.NAME]`` table, before it is merged with others."""
+    for key in ("extends", "description"):
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(f"{where}.{key}={table[key]!r}: must be a string")
+    for key in ("queues", "classes"):
+        sub = table.get(key, {})
+        if not isinstance(sub, Mapping):
+            raise ConfigError(f"{where}.{key}={sub!r}: must be a table")
+        for name, entry in sub.items():
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{where}.{key}.{name}={entry!r}: must be a table")
 
 
 def _resolve_preset(
@@ -227,24 +262,32 @@ def _resolve_preset(
     unknown = set(flat) - QUEUE_KEYS - {"description", "queues", "classes", "extends"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(f"{where}.{key}={flat[key]!r}: not a preset key")
+        raise ConfigError(f"{where}.{key}={_shown(key, flat[key])}: not a preset key")
     defaults = {k: v for k, v in flat.items() if k in QUEUE_KEYS}
     _validated(QueuePolicyPatch, defaults, where)
+    poll = config.poll_interval_seconds
+    # The preset's own values first: a fault in them is named where it is written.
+    default_queue = _queue_policy(where, [defaults], poll)
     overrides = {entry.name: entry.values() for entry in config.queues}
     for entry in config.queues:
         overrides[entry.name].pop("name", None)
-    poll = config.poll_interval_seconds
     queue_tables: Mapping[str, Mapping[str, Any]] = flat.get("queues", {})
     names = set(queue_tables) | set(overrides)
     queues = {}
     for queue in sorted(names):
         table = queue_tables.get(queue, {})
         _validated(QueuePolicyPatch, table, f"{where}.queues.{queue}")
-        queues[queue] = _queue_policy(
-            f"{where}.queues.{queue}" if queue not in overrides else f"queues[{queue!r}]",
-            [defaults, table, overrides.get(queue, {})],
-            poll,
-        )
+        if queue not in overrides:
+            queues[queue] = _queue_policy(f"{where}.queues.{queue}", [defaults, table], poll)
+            continue
+        try:
+            queues[queue] = _queue_policy(
+                f"queues[{queue!r}]", [defaults, table, overrides[queue]], poll
+            )
+        except ConfigError:
+            # Named in the preset's table if the fault is there, else in the queue entry.
+            _queue_policy(f"{where}.queues.{queue}", [defaults, table], poll)
+            raise
     classes: dict[str, ClassPolicy] = {}
     for class_name, class_table in flat.get("classes", {}).items():
         table = dict(class_table)
@@ -267,7 +310,7 @@ def _resolve_preset(
     return Preset(
         name=name,
         description=str(flat.get("description", "")),
-        default_queue=_queue_policy(where, [defaults], poll),
+        default_queue=default_queue,
         queues=queues,
         classes=classes,
     )
@@ -285,6 +328,7 @@ def parse_config(
     for name, table in config.presets.items():
         if not isinstance(table, Mapping):
             raise ConfigError(f"presets.{name}={table!r}: must be a table")
+        _check_table(f"presets.{name}", table)
         raw[name] = dict(table) if name not in raw else _extend(raw[name], table)
     presets = {name: _resolve_preset(name, _flatten(name, raw), config) for name in raw}
     for name in BUILTIN_NAMES:
@@ -329,11 +373,20 @@ def load_config(
     file = Path(path) if path is not None else settings.config
     data: dict[str, Any] = {}
     if file is not None:
+        where = "config file" if path is not None else "ADMISSION_CONFIG"
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            where = "config file" if path is not None else "ADMISSION_CONFIG"
             raise ConfigError(f"{where}={str(file)!r}: no such file") from None
+        except OSError as exc:  # a directory, no permission
+            why = exc.strerror or type(exc).__name__
+            raise ConfigError(f"{where}={str(file)!r}: cannot read it ({why})") from None
+        except UnicodeDecodeError as exc:
+            line = exc.object.count(b"\n", 0, exc.start) + 1
+            column = exc.start - exc.object.rfind(b"\n", 0, exc.start)
+            raise ConfigError(
+                f"{file}: not valid TOML: not UTF-8, {exc.reason} (at line {line}, column {column})"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     return parse_config(data, preset=settings.preset or None)

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from admission._urls import mask_url, split_userinfo
+
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
@@ -34,11 +36,7 @@ class AmqpFailure:
 
 def mask_amqp_url(url: str) -> str:
     """``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    return mask_url(url)
 
 
 class AmqpFallback:
@@ -47,7 +45,7 @@ class AmqpFallback:
     def __init__(self, url: str, timeout: float) -> None:
         self._url = url
         self.timeout = timeout
-        self.where = f"AMQP {urlsplit(url).netloc.rpartition('@')[2] or url}"
+        self.where = f"AMQP {urlsplit(split_userinfo(url)[2]).netloc or mask_url(url)}"
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._lock = anyio.Lock()

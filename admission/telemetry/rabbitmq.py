@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import anyio
 import httpx
 
+from admission._urls import split_userinfo
 from admission.telemetry._amqp import AmqpFailure, AmqpFallback, mask_amqp_url
 from admission.telemetry._rabbitmq_body import COLUMNS, describe, parse_queue
 from admission.telemetry.base import FailureKind, QueueSample, ReadFailure, Reading
@@ -85,7 +86,8 @@ class RabbitMQManagementSource:
         amqp_url: str | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        parts = urlsplit(url)
+        user, written, bare = split_userinfo(url)
+        parts = urlsplit(bare)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be an http(s) URL with a host, got {_strip(url)!r}")
         if mode not in ("auto", "per_queue", "list"):
@@ -95,8 +97,8 @@ class RabbitMQManagementSource:
         ):
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         self.url = _strip(url).rstrip("/")
-        self.username = username if username is not None else unquote(parts.username or "guest")
-        secret = password if password is not None else unquote(parts.password or "guest")
+        self.username = username if username is not None else unquote(user or "guest")
+        secret = password if password is not None else unquote(written or "guest")
         self.vhost = vhost
         self.timeout = float(timeout)
         self.mode: Mode = mode
@@ -107,7 +109,7 @@ class RabbitMQManagementSource:
         self._amqp = AmqpFallback(amqp_url, self.timeout) if amqp_url else None
         self._amqp_shown = mask_amqp_url(amqp_url) if amqp_url else None
         token = base64.b64encode(f"{self.username}:{secret}".encode()).decode()
-        amqp_secret = unquote(urlsplit(amqp_url).password or "") if amqp_url else ""
+        amqp_secret = unquote(split_userinfo(amqp_url)[1] or "") if amqp_url else ""
         # Longest first, so a password that contains another is masked whole.
         self._secrets = sorted({s for s in (secret, token, amqp_secret) if s}, key=len)[::-1]
 
@@ -151,12 +153,16 @@ class RabbitMQManagementSource:
 
         async def one(queue: str) -> None:
             path = f"/api/queues/{self._vhost_path}/{quote(queue, safe='')}"
-            got = await self._get(client, path, f"no queue {queue!r} in vhost {self.vhost!r}")
-            if isinstance(got, tuple):
-                kind, reason, degradable = got
-                found[queue] = (ReadFailure(queue, now, kind, reason), degradable)
-            else:
-                found[queue] = (parse_queue(got.body, queue, now, got.where), False)
+            try:
+                got = await self._get(client, path, f"no queue {queue!r} in vhost {self.vhost!r}")
+                if isinstance(got, tuple):
+                    kind, reason, degradable = got
+                    found[queue] = (ReadFailure(queue, now, kind, reason), degradable)
+                else:
+                    found[queue] = (parse_queue(got.body, queue, now, got.where), False)
+            except Exception as exc:  # one queue's broken answer must not spoil the others'
+                reason = f"GET {path}: {type(exc).__name__}: {_first_line(exc)}"
+                found[queue] = (ReadFailure(queue, now, FailureKind.SOURCE_ERROR, reason), False)
 
         async with anyio.create_task_group() as group:
             for queue in names:
@@ -236,7 +242,7 @@ class RabbitMQManagementSource:
             return FailureKind.HTTP_STATUS, f"{where}: HTTP {status}", status >= 500
         try:
             body: object = response.json()
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
             return FailureKind.MALFORMED, f"{where}: invalid JSON ({_first_line(exc)})", False
         return _Body(where, body)
 
@@ -303,9 +309,8 @@ def _on_asyncio() -> bool:
 
 def _strip(url: str) -> str:
     """``url`` without userinfo (``user:pass@``), query or fragment."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    parts = urlsplit(split_userinfo(url)[2])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _transport(exc: httpx.TransportError, url: str) -> str:

@@ -352,8 +352,13 @@ class Registry:
         views: dict[str, list[LimiterStatus]] = {}
         shared_down: dict[str, str] = {}
         unretuned: list[str] = []
+        # One snapshot per limiter, not per binding: a limiter bound class by class
+        # would otherwise pay for its wait percentiles once per class on every read.
+        snaps: dict[int, LimiterSnapshot] = {}
         for binding in self._bindings:
-            snap = binding.limiter.snapshot()
+            snap = snaps.get(id(binding.limiter))
+            if snap is None:
+                snap = snaps[id(binding.limiter)] = binding.limiter.snapshot()
             if snap.shared_budget == "unavailable":
                 shared_down[snap.name] = _shared_budget_warning(snap)
             if binding.retune_error is not None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from admission.distributed import BackendUnavailable, FleetReader
 from admission.policy import ConfigError, FailureKind, Observation, QueueSample, ReadFailure
@@ -87,8 +87,8 @@ def throughput_router(
     guarded = [Depends(_bearer)]
 
     @router.get("/status", response_model=Status, summary="The whole policy status")
-    async def get_status() -> Status:
-        return current().status()
+    async def get_status() -> Response:
+        return _json(current().status())
 
     @router.get(
         "/status/{queue}",
@@ -96,10 +96,10 @@ def throughput_router(
         responses=_NOT_FOUND,
         summary="One watched queue",
     )
-    async def get_queue(queue: Annotated[str, Path(min_length=1)]) -> QueueStatus:
+    async def get_queue(queue: Annotated[str, Path(min_length=1)]) -> Response:
         reg = current()
         try:
-            return reg.queue_status(queue)
+            return _json(reg.queue_status(queue))
         except KeyError:
             raise _not_found("queue", queue, reg.queues) from None
 
@@ -109,10 +109,10 @@ def throughput_router(
         responses=_NOT_FOUND,
         summary="One workload class",
     )
-    async def get_class(class_name: Annotated[str, Path(min_length=1)]) -> ClassStatus:
+    async def get_class(class_name: Annotated[str, Path(min_length=1)]) -> Response:
         reg = current()
         try:
-            return reg.class_status(class_name)
+            return _json(reg.class_status(class_name))
         except KeyError:
             raise _not_found("class", class_name, tuple(reg.state.classes)) from None
 
@@ -299,6 +299,16 @@ def _observation(sample: HypotheticalSample, now: float) -> Observation:
         ack_rate=sample.ack_rate,
         oldest_message_age_seconds=sample.oldest_message_age_seconds,
     )
+
+
+def _json(model: BaseModel) -> Response:
+    """The model as JSON, serialised once.
+
+    The status routes are the ones polled hard; FastAPI would dump the model,
+    validate it back against the response model and dump it again. The model is
+    already the response model, built and validated by the registry.
+    """
+    return Response(content=model.model_dump_json(), media_type="application/json")
 
 
 def _not_found(kind: str, name: str, known: tuple[str, ...]) -> HTTPException:

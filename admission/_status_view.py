@@ -88,10 +88,10 @@ def build_status(
     fail_safe_limits: Callable[[str], LevelLimits],
     warnings: Sequence[str] = (),
 ) -> Status:
-    queues = tuple(_queue_status(engine, state, name, now, to_wall) for name in state.queues)
+    queues = tuple(queue_entry(engine, state, name, now, to_wall) for name in state.queues)
     stopped = governor.monitor == "stopped"
     class_states = tuple(
-        _class_status(state, name, to_wall, classes.get(name), governor, fail_safe_limits)
+        class_entry(state, name, to_wall, classes.get(name), governor, fail_safe_limits)
         for name in state.classes
     )
     leading = max(queues, key=_pressing, default=None)
@@ -160,7 +160,7 @@ def _pressing(queue: QueueStatus) -> tuple[int, int]:
     return (_RANK[queue.severity], queue.window is not None)
 
 
-def _queue_status(
+def queue_entry(
     engine: PolicyEngine, state: PolicyState, name: str, now: float, to_wall: ToWall
 ) -> QueueStatus:
     queue = state.queues[name]
@@ -239,7 +239,7 @@ def _sustained(queue: QueueState, window: Window | None, now: float) -> float:
     return 0.0 if since is None else max(0.0, now - since)
 
 
-def _class_status(
+def class_entry(
     state: PolicyState,
     name: str,
     to_wall: ToWall,

@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from admission import events
-from admission._status_view import ClassView, GovernorView, build_status, transition_record
+from admission._status_view import (
+    ClassView,
+    GovernorView,
+    build_status,
+    class_entry,
+    queue_entry,
+    transition_record,
+)
 from admission.clock import Clock, get_default_clock
 from admission.limiter import AdaptiveLimiter
 from admission.policy import (
@@ -294,12 +301,23 @@ class Registry:
         return self._build(self._state, now)
 
     def queue_status(self, name: str) -> QueueStatus:
-        """One queue's entry; ``KeyError`` if it is not watched."""
-        return self.status().queue(name)
+        """One queue's entry (as in :meth:`status`); ``KeyError`` if it is not watched."""
+        now = self.clock.monotonic()
+        self._commit(self.engine.expire(self._state, now))
+        if name not in self._state.queues:
+            raise KeyError(name)
+        return queue_entry(self.engine, self._state, name, now, self.to_wall)
 
     def class_status(self, name: str) -> ClassStatus:
-        """One class's entry; ``KeyError`` if there is none."""
-        return self.status().workload_class(name)
+        """One class's entry (as in :meth:`status`); ``KeyError`` if there is none."""
+        now = self.clock.monotonic()
+        self._commit(self.engine.expire(self._state, now))
+        if name not in self._state.classes:
+            raise KeyError(name)
+        views, _ = self._class_views(self._state, now, only=name)
+        return class_entry(
+            self._state, name, self.to_wall, views[name], self._governor, self._fail_safe_limits
+        )
 
     def evaluate(
         self,
@@ -349,6 +367,23 @@ class Registry:
     # -- internals ------------------------------------------------------------
 
     def _build(self, state: PolicyState, now: float, engine: PolicyEngine | None = None) -> Status:
+        classes, warnings = self._class_views(state, now)
+        return build_status(
+            self.engine if engine is None else engine,
+            state,
+            now,
+            self.to_wall,
+            requested_preset=self.requested_preset,
+            governor=self._governor,
+            classes=classes,
+            fail_safe_limits=self._fail_safe_limits,
+            warnings=warnings,
+        )
+
+    def _class_views(
+        self, state: PolicyState, now: float, *, only: str | None = None
+    ) -> tuple[dict[str, ClassView], tuple[str, ...]]:
+        """Each class's limiters, deferrals and active work (``only``: that class's)."""
         views: dict[str, list[LimiterStatus]] = {}
         shared_down: dict[str, str] = {}
         unretuned: list[str] = []
@@ -356,6 +391,8 @@ class Registry:
         # would otherwise pay for its wait percentiles once per class on every read.
         snaps: dict[int, LimiterSnapshot] = {}
         for binding in self._bindings:
+            if only is not None and binding.policy_class != only:
+                continue
             snap = snaps.get(id(binding.limiter))
             if snap is None:
                 snap = snaps[id(binding.limiter)] = binding.limiter.snapshot()
@@ -387,6 +424,8 @@ class Registry:
             (w for reporter in self._activity.values() for w in reporter()),
             key=lambda w: w.started_at,
         ):
+            if only is not None and work.policy_class != only:
+                continue
             active.setdefault(work.policy_class, []).append(
                 ActiveWork(
                     id=work.id,
@@ -401,18 +440,9 @@ class Registry:
                 tuple(views.get(name, ())), self._deferred[name], tuple(active.get(name, ()))
             )
             for name in state.classes
+            if only is None or name == only
         }
-        return build_status(
-            self.engine if engine is None else engine,
-            state,
-            now,
-            self.to_wall,
-            requested_preset=self.requested_preset,
-            governor=self._governor,
-            classes=classes,
-            fail_safe_limits=self._fail_safe_limits,
-            warnings=(*shared_down.values(), *unretuned),
-        )
+        return classes, (*shared_down.values(), *unretuned)
 
     def _commit(self, decision: Decision) -> Decision:
         self._state = decision.state

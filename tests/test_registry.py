@@ -110,6 +110,35 @@ async def test_a_class_shows_its_limits_and_its_limiters_figures(
         p.registry.queue_status("nope")
 
 
+async def test_one_entry_read_alone_is_the_entry_of_the_whole_status(
+    admission_clock: VirtualClock,
+) -> None:
+    # The status routes for one queue or one class build only that entry: it must
+    # be the very entry the whole status shows at the same instant.
+    p = pipeline(admission_clock, NEW_FILE, TITUS)
+    held = await p.limiter.acquire(workload_class="expensive")
+    p.registry.record_deferred("expensive", 2)
+    p.registry.add_override("queue", TITUS, level="warning", ttl_seconds=30, reason="drill")
+    p.registry.observe(
+        {
+            NEW_FILE: QueueSample(NEW_FILE, admission_clock.monotonic(), 900),
+            TITUS: QueueSample(TITUS, admission_clock.monotonic(), 5),
+        }
+    )
+    await admission_clock.advance(20)
+    for at in (0.0, 15.0, 60.0):  # the override running, expired, then the queues stale
+        await admission_clock.advance(at)
+        p.registry.observe({})  # a tick without samples
+        whole = p.registry.status()
+        for queue in (NEW_FILE, TITUS):
+            assert p.registry.queue_status(queue) == whole.queue(queue)
+        for name in ("standard", "expensive"):
+            assert p.registry.class_status(name) == whole.workload_class(name)
+    assert whole.fail_safe
+    assert p.registry.class_status("expensive").in_flight == 1
+    held.release()
+
+
 async def test_a_level_override_retunes_at_once_and_expires_on_a_status_read(
     admission_clock: VirtualClock,
 ) -> None:

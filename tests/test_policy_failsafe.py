@@ -294,3 +294,21 @@ def test_fail_safe_ignores_failures_of_unrelated_reads() -> None:
         run.step(t, {NEW_FILE: ready(NEW_FILE, t, 0), other: failure(other, t)})
     assert run.level(NEW_FILE) == "normal"
     assert run.level(other) == "fail_safe"
+
+
+def test_the_reason_keeps_the_failure_after_the_samples_go_stale() -> None:
+    run, _ = _failing_run()
+    assert run.state.queues[NEW_FILE].fail_safe_reason == (
+        "3 consecutive failed reads (timeout: read timed out)"
+    )
+    run.fail(NEW_FILE, 20)
+    # Stale now (last good sample at 0): the reason still names what failed.
+    assert run.state.queues[NEW_FILE].fail_safe_reason == (
+        "no good sample for 20s (stale after 15s); 4 failed reads, the last: "
+        "timeout: read timed out"
+    )
+    run.tick(25)  # no read at all: the failures seen so far still explain it
+    assert run.state.queues[NEW_FILE].fail_safe_reason == (
+        "no good sample for 25s (stale after 15s); 4 failed reads, the last: "
+        "timeout: read timed out"
+    )

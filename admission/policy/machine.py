@@ -125,6 +125,10 @@ def step_queue(
             fail_safe_reason = (
                 f"no good sample for {age:g}s (stale after {policy.stale_after_seconds:g}s)"
             )
+            if failures and last_error is not None:
+                # The cause must outlive the tick that entered fail-safe: an operator
+                # who looks later should still read why the samples stopped.
+                fail_safe_reason += f"; {failures} failed reads, the last: {last_error}"
     elif stale or failing:
         if failing:
             code = "telemetry_failing"

@@ -306,7 +306,7 @@ class Registry:
         self._commit(self.engine.expire(self._state, now))
         if name not in self._state.queues:
             raise KeyError(name)
-        return queue_entry(self.engine, self._state, name, now, self.to_wall)
+        return queue_entry(self.engine, self._state, name, now, self._walls())
 
     def class_status(self, name: str) -> ClassStatus:
         """One class's entry (as in :meth:`status`); ``KeyError`` if there is none."""
@@ -314,9 +314,10 @@ class Registry:
         self._commit(self.engine.expire(self._state, now))
         if name not in self._state.classes:
             raise KeyError(name)
-        views, _ = self._class_views(self._state, now, only=name)
+        to_wall = self._walls()
+        views, _ = self._class_views(self._state, now, to_wall, only=name)
         return class_entry(
-            self._state, name, self.to_wall, views[name], self._governor, self._fail_safe_limits
+            self._state, name, to_wall, views[name], self._governor, self._fail_safe_limits
         )
 
     def evaluate(
@@ -367,12 +368,13 @@ class Registry:
     # -- internals ------------------------------------------------------------
 
     def _build(self, state: PolicyState, now: float, engine: PolicyEngine | None = None) -> Status:
-        classes, warnings = self._class_views(state, now)
+        to_wall = self._walls()
+        classes, warnings = self._class_views(state, now, to_wall)
         return build_status(
             self.engine if engine is None else engine,
             state,
             now,
-            self.to_wall,
+            to_wall,
             requested_preset=self.requested_preset,
             governor=self._governor,
             classes=classes,
@@ -380,8 +382,19 @@ class Registry:
             warnings=warnings,
         )
 
+    def _walls(self) -> Callable[[float], datetime]:
+        """:meth:`to_wall` with the clock read once, for the many instants of one status."""
+        clock = self.clock
+        wall, monotonic = clock.wall(), clock.monotonic()
+        return lambda instant: wall - timedelta(seconds=monotonic - instant)
+
     def _class_views(
-        self, state: PolicyState, now: float, *, only: str | None = None
+        self,
+        state: PolicyState,
+        now: float,
+        to_wall: Callable[[float], datetime],
+        *,
+        only: str | None = None,
     ) -> tuple[dict[str, ClassView], tuple[str, ...]]:
         """Each class's limiters, deferrals and active work (``only``: that class's)."""
         views: dict[str, list[LimiterStatus]] = {}
@@ -431,7 +444,7 @@ class Registry:
                     id=work.id,
                     kind=work.kind,
                     workload_class=work.policy_class,
-                    started_at=self.to_wall(work.started_at),
+                    started_at=to_wall(work.started_at),
                     age_seconds=max(0.0, now - work.started_at),
                 )
             )

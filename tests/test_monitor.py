@@ -190,6 +190,36 @@ async def test_ticks_failing_in_a_row_put_the_classes_in_fail_safe(
         )
         broken["on"] = False
         await p.until(15)
+        # The failed ticks stepped nothing since t=0: the 15 s without a step are a
+        # stale gap (stale after 15 s), so the queue is fail-safe until it recovers.
+        status = p.registry.status()
+        assert status.monitor == "running"
+        assert status.fail_safe_reason == (f"{NEW_FILE}: no good sample for 15s (stale after 15s)")
+        assert p.expensive_rate() == RATE["fail_safe"]
+        await p.until(15 + 120)
+        assert p.expensive_rate() == RATE["normal"]
+        assert not p.registry.status().fail_safe
+
+
+async def test_one_failed_tick_is_no_gap(
+    admission_clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pipeline(admission_clock, failed_ticks_to_fail_safe=1)
+    real = p.registry.observe
+    broken = {"on": False}
+
+    def observe(*args: object, **kwargs: object) -> object:
+        if broken["on"]:
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(p.registry, "observe", observe)
+    async with p.monitor:
+        broken["on"] = True
+        await p.until(5)
+        assert p.expensive_rate() == RATE["fail_safe"]  # the governor stopped
+        broken["on"] = False
+        await p.until(10)  # 10 s without a step: within stale after 15 s
         assert p.expensive_rate() == RATE["normal"]
         assert not p.registry.status().fail_safe
 

@@ -312,3 +312,36 @@ def test_the_reason_keeps_the_failure_after_the_samples_go_stale() -> None:
         "no good sample for 25s (stale after 15s); 4 failed reads, the last: "
         "timeout: read timed out"
     )
+
+
+def test_a_gap_no_step_saw_is_judged_before_the_sample_that_ends_it() -> None:
+    # Nothing stepped between 0 and 20 (say the monitor's ticks raised): the
+    # sample at 20 must not take up the old levels as if no gap had been.
+    run, _ = _run("balanced", sustained_seconds=0)
+    run.sample(NEW_FILE, 0, 500)
+    assert run.level(NEW_FILE) == "critical"
+    run.sample(NEW_FILE, 20, 0)
+    queue = run.state.queues[NEW_FILE]
+    assert queue.fail_safe
+    assert queue.fail_safe_since == 20
+    [*_, entered] = run.queue_transitions(NEW_FILE)
+    assert (entered.from_level, entered.to_level, entered.reason) == (
+        "critical",
+        "fail_safe",
+        "telemetry_stale",
+    )
+    assert entered.detail == "no good sample for 20s (stale after 15s)"
+    # The sample at 20 began the recovery: 120 s of good samples end it.
+    run.samples(NEW_FILE, 25, 140, 0)
+    assert run.level(NEW_FILE) == "fail_safe"
+    run.sample(NEW_FILE, 140, 0)
+    assert run.level(NEW_FILE) == "normal"
+    assert run.queue_transitions(NEW_FILE)[-1].reason == "telemetry_recovered"
+
+
+def test_a_sample_within_stale_after_of_the_last_is_no_gap() -> None:
+    run, _ = _run("balanced", sustained_seconds=0)
+    run.sample(NEW_FILE, 0, 500)
+    run.sample(NEW_FILE, 14.9, 500)
+    assert run.level(NEW_FILE) == "critical"
+    assert not run.state.queues[NEW_FILE].fail_safe

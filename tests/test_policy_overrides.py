@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from policy_helpers import NEW_FILE, REASON_CODES, TITUS, Run, config, one_queue
 
@@ -13,8 +15,11 @@ AGGRESSIVE = builtin_presets()["aggressive"]
 TTL = 1800.0
 
 
-def _run() -> Run:
-    run = Run(one_queue("balanced"))
+def _run(stale_after_seconds: float | None = None) -> Run:
+    policy: dict[str, Any] = {}
+    if stale_after_seconds is not None:
+        policy["stale_after_seconds"] = stale_after_seconds
+    run = Run(one_queue("balanced", NEW_FILE, **policy))
     run.sample(NEW_FILE, 0, 0)
     return run
 
@@ -48,7 +53,9 @@ def test_a_level_pin_on_a_queue_moves_its_classes_at_once() -> None:
 
 @pytest.mark.parametrize("how", ["expire", "step"])
 def test_a_pin_holds_until_its_ttl_and_expires_exactly_at_it(how: str) -> None:
-    run = _run()
+    # One sample across the whole TTL: staleness is not under test here (a sample
+    # after a stale_after with no step would begin with a fail-safe).
+    run = _run(stale_after_seconds=10 * TTL)
     _pin(run, _queue_pin(), 10)
     end = 10 + TTL
 
@@ -187,7 +194,7 @@ def test_a_level_pin_on_a_class() -> None:
 
 
 def test_a_preset_pin_on_a_class_changes_its_limits_until_the_ttl() -> None:
-    run = _run()
+    run = _run(stale_after_seconds=10 * TTL)  # no steps between: staleness aside
     _pin(run, Override("c", "class", "standard", 500, 1, preset="aggressive"), 1)
     standard = run.state.classes["standard"]
     assert (standard.preset, standard.limits) == (

@@ -25,7 +25,7 @@ from admission.policy.config import ClassPolicy, LevelLimits, Preset, QueuePolic
 from admission.policy.levels import FAIL_SAFE, Level
 from admission.policy.loader import ConfigError, PolicyConfig
 from admission.policy.machine import pending_cooldown_level, step_queue
-from admission.policy.samples import QueueSample, ReadFailure
+from admission.policy.samples import QueueSample, ReadFailure, signal_value
 from admission.policy.state import (
     ClassState,
     Decision,
@@ -83,9 +83,23 @@ class PolicyEngine:
         overrides, expired = _split_expired(state.overrides, now)
         for name, queue in queues.items():
             policy = self._queue_policy(name, overrides)
-            stepped, code, detail = step_queue(queue, policy, observations.get(name), now)
+            observation = observations.get(name)
+            shown = state.overrides
+            if _ends_a_gap(observation, queue, policy, state.at, now):
+                # Nothing stepped for a whole stale_after (the monitor's ticks raised,
+                # or it was not running), so no step saw this queue's samples go
+                # stale: judge the gap first, so this sample starts a recovery
+                # instead of taking up the levels of before the gap.
+                gap, code, detail = step_queue(queue, policy, None, now)
+                before, after = _queue_display(queue, shown), _queue_display(gap, overrides)
+                if before != after:
+                    transitions.append(
+                        _queue_transition(name, before, after, now, (code, detail), policy, gap)
+                    )
+                queue, shown = gap, overrides
+            stepped, code, detail = step_queue(queue, policy, observation, now)
             queues[name] = stepped
-            before = _queue_display(queue, state.overrides)
+            before = _queue_display(queue, shown)
             after = _queue_display(stepped, overrides)
             if before != after:
                 why = _expired_reason(expired, "queue", name) or (code, detail)
@@ -497,3 +511,26 @@ def _queue_transition(
 def _window(kind: str, level: Level, since: float, required: float, now: float) -> Window:
     elapsed = max(0.0, now - since)
     return Window(kind, level, since, required, elapsed, max(0.0, required - elapsed))  # type: ignore[arg-type]
+
+
+def _ends_a_gap(
+    observation: Observation | None,
+    queue: QueueState,
+    policy: QueuePolicy,
+    last_step: float,
+    now: float,
+) -> bool:
+    """A good sample after a stale_after with no step, for a queue not in fail-safe.
+
+    Steps at the poll cadence judge staleness themselves (after taking their own
+    sample), so only a stretch with no step at all can hide a stale gap.
+    """
+    last = queue.last_good_at
+    return (
+        isinstance(observation, QueueSample)
+        and not queue.fail_safe
+        and last is not None
+        and now - last_step >= policy.stale_after_seconds
+        and now - last >= policy.stale_after_seconds
+        and signal_value(observation, policy.signal) is not None
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from monitor_helpers import NEW_FILE, RATE, TITUS, pipeline
+from monitor_helpers import NEW_FILE, RATE, TITUS, Pipeline, pipeline
 from structlog.testing import capture_logs
 
 from admission.monitor import PressureMonitor
@@ -166,10 +166,8 @@ async def test_an_exception_inside_a_tick_is_logged_counted_and_the_next_tick_ru
     assert isinstance(tick_errors[0]["exc_info"], ZeroDivisionError)
 
 
-async def test_ticks_failing_in_a_row_put_the_classes_in_fail_safe(
-    admission_clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    p = pipeline(admission_clock, failed_ticks_to_fail_safe=2)
+def _breakable(p: Pipeline, monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """The registry's ``observe`` raises while the returned ``["on"]`` is true."""
     real = p.registry.observe
     broken = {"on": False}
 
@@ -179,6 +177,14 @@ async def test_ticks_failing_in_a_row_put_the_classes_in_fail_safe(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(p.registry, "observe", observe)
+    return broken
+
+
+async def test_ticks_failing_in_a_row_put_the_classes_in_fail_safe(
+    admission_clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pipeline(admission_clock, failed_ticks_to_fail_safe=2)
+    broken = _breakable(p, monkeypatch)
     async with p.monitor:
         broken["on"] = True
         await p.until(5)
@@ -205,15 +211,7 @@ async def test_one_failed_tick_is_no_gap(
     admission_clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = pipeline(admission_clock, failed_ticks_to_fail_safe=1)
-    real = p.registry.observe
-    broken = {"on": False}
-
-    def observe(*args: object, **kwargs: object) -> object:
-        if broken["on"]:
-            raise RuntimeError("boom")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(p.registry, "observe", observe)
+    broken = _breakable(p, monkeypatch)
     async with p.monitor:
         broken["on"] = True
         await p.until(5)

@@ -16,7 +16,7 @@ import functools
 import itertools
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +25,7 @@ from typing import Any, cast
 import anyio
 import httpx
 from anyio.abc import TaskGroup, TaskStatus
+from distributed_helpers import conforms
 from fastapi import FastAPI
 from fault_broker import REDELIVERY_DELAY, FaultQueue, Message
 
@@ -108,16 +109,6 @@ class Work:
             now += step
             most = max(most, now)
         return most
-
-
-def conforms(stamps: Sequence[float], rate: float, burst: float, slack: float = 1e-6) -> bool:
-    """At most ``burst + rate * T`` admissions in every window between two of them."""
-    ordered = sorted(stamps)
-    return all(
-        last - first + 1 <= burst + rate * (ordered[last] - ordered[first]) + slack
-        for first in range(len(ordered))
-        for last in range(first, len(ordered))
-    )
 
 
 def body(n: int, cls: str) -> bytes:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from admission import events
+from admission._bindings import ActivityReporter, Binding, WorkInFlight, class_views
 from admission._status_view import (
     ClassView,
     GovernorView,
@@ -41,11 +42,8 @@ from admission.policy import (
     Transition,
     parse_config,
 )
-from admission.snapshot import LimiterSnapshot
 from admission.status import (
-    ActiveWork,
     ClassStatus,
-    LimiterStatus,
     OverrideStatus,
     QueueStatus,
     Status,
@@ -53,34 +51,6 @@ from admission.status import (
 )
 
 __all__ = ["Registry", "WorkInFlight", "default_registry", "set_default_registry"]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkInFlight:
-    """A unit of work an integration reports while it runs (see ``add_activity``).
-
-    ``started_at`` is on the registry's clock (``Clock.monotonic()``).
-    """
-
-    id: str
-    policy_class: str
-    started_at: float
-    kind: str = "work"
-
-
-#: Called on every status read: the work in flight right now.
-ActivityReporter = Callable[[], Iterable[WorkInFlight]]
-
-
-@dataclass(slots=True)
-class _Binding:
-    """A limiter (or one workload class of it) that follows a policy class."""
-
-    limiter: AdaptiveLimiter
-    policy_class: str
-    workload_class: str | None  # None: the whole limiter follows
-    applied: LevelLimits | None = None
-    retune_error: str | None = None  # why the last retune failed (the limiter kept its limits)
 
 
 class Registry:
@@ -105,7 +75,7 @@ class Registry:
         self.requested_preset = self.engine.preset.name
         self._clock = clock
         self._state: PolicyState = self.engine.start(self.clock.monotonic())
-        self._bindings: list[_Binding] = []
+        self._bindings: list[Binding] = []
         self._limiters: dict[str, AdaptiveLimiter] = {}
         self._history: deque[TransitionRecord] = deque(maxlen=history)
         self._deferred: Counter[str] = Counter()
@@ -147,10 +117,10 @@ class Registry:
         if follows is not None:
             if follows not in self._state.classes:
                 raise ValueError(f"follows={follows!r}: no such policy class (known: {known})")
-            bindings = [_Binding(limiter, follows, None)]
+            bindings = [Binding(limiter, follows, None)]
         else:
             bindings = [
-                _Binding(limiter, name, name)
+                Binding(limiter, name, name)
                 for name in limiter.workload_classes
                 if name in self._state.classes
             ]
@@ -396,66 +366,15 @@ class Registry:
         *,
         only: str | None = None,
     ) -> tuple[dict[str, ClassView], tuple[str, ...]]:
-        """Each class's limiters, deferrals and active work (``only``: that class's)."""
-        views: dict[str, list[LimiterStatus]] = {}
-        shared_down: dict[str, str] = {}
-        unretuned: list[str] = []
-        # One snapshot per limiter, not per binding: a limiter bound class by class
-        # would otherwise pay for its wait percentiles once per class on every read.
-        snaps: dict[int, LimiterSnapshot] = {}
-        for binding in self._bindings:
-            if only is not None and binding.policy_class != only:
-                continue
-            snap = snaps.get(id(binding.limiter))
-            if snap is None:
-                snap = snaps[id(binding.limiter)] = binding.limiter.snapshot()
-            if snap.shared_budget == "unavailable":
-                shared_down[snap.name] = _shared_budget_warning(snap)
-            if binding.retune_error is not None:
-                unretuned.append(_retune_warning(binding))
-            figures = (
-                snap
-                if binding.workload_class is None
-                else snap.workload_class(binding.workload_class)
-            )
-            views.setdefault(binding.policy_class, []).append(
-                LimiterStatus(
-                    limiter=binding.limiter.name,
-                    workload_class=binding.workload_class,
-                    in_flight=figures.in_flight,
-                    waiting=figures.waiting,
-                    admitted_total=figures.admitted_total,
-                    rejected_total=figures.rejected_total,
-                    timed_out_total=figures.timed_out_total,
-                    shared_budget=snap.shared_budget,
-                    shared_budget_reason=snap.shared_budget_reason,
-                    retune_error=binding.retune_error,
-                )
-            )
-        active: dict[str, list[ActiveWork]] = {}
-        for work in sorted(
-            (w for reporter in self._activity.values() for w in reporter()),
-            key=lambda w: w.started_at,
-        ):
-            if only is not None and work.policy_class != only:
-                continue
-            active.setdefault(work.policy_class, []).append(
-                ActiveWork(
-                    id=work.id,
-                    kind=work.kind,
-                    workload_class=work.policy_class,
-                    started_at=to_wall(work.started_at),
-                    age_seconds=max(0.0, now - work.started_at),
-                )
-            )
-        classes = {
-            name: ClassView(
-                tuple(views.get(name, ())), self._deferred[name], tuple(active.get(name, ()))
-            )
-            for name in state.classes
-            if only is None or name == only
-        }
-        return classes, (*shared_down.values(), *unretuned)
+        return class_views(
+            state.classes,
+            self._bindings,
+            self._activity.values(),
+            self._deferred,
+            now,
+            to_wall,
+            only=only,
+        )
 
     def _commit(self, decision: Decision) -> Decision:
         self._state = decision.state
@@ -548,23 +467,6 @@ class Registry:
                 continue
             binding.applied = limits
             binding.retune_error = None
-
-
-def _shared_budget_warning(snap: LimiterSnapshot) -> str:
-    return (
-        f"{snap.name}: shared budget unavailable ({snap.shared_budget_reason}); "
-        f"local fallback at {snap.fallback_rate:g}/s"
-    )
-
-
-def _retune_warning(binding: _Binding) -> str:
-    where = binding.limiter.name
-    if binding.workload_class is not None:
-        where = f"{where}/{binding.workload_class}"
-    return (
-        f"{where}: retune to the {binding.policy_class} limits failed ({binding.retune_error}); "
-        "it keeps its previous limits, retried at every poll"
-    )
 
 
 def _moved(observation: Observation, at: float) -> Observation:

@@ -18,6 +18,7 @@ message published was processed or is still queued.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections import Counter
@@ -29,6 +30,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
+from admission._tasks import start_owned, stop_owned
 from admission.clock import Clock
 from admission.demo.broker import Broker, Delivery, Handler, QueueAccount
 from admission.demo.scenario import CONVERSION, NEW_FILE, QUEUES, TITUS, Arrival, Scenario, kind_of
@@ -146,25 +148,19 @@ class Pipeline:
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        try:
-            self.t0 = self.clock.monotonic()
-            await tg.start(self.workflows.run)
-            await tg.start(self.monitor.run)
-            handlers = {
-                ENRICHMENT: self._enrich,
-                CONVERSION_STAGE: self._convert,
-                SCANNER: self._scan,
-            }
-            for stage, handler in handlers.items():
-                queue = self.stats[stage].queue
-                await tg.start(_consume, self.broker, queue, handler, PREFETCH[stage])
-        except BaseException:
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
-            raise
-        self._tg = tg
+        self.t0 = self.clock.monotonic()
+        handlers = {
+            ENRICHMENT: self._enrich,
+            CONVERSION_STAGE: self._convert,
+            SCANNER: self._scan,
+        }
+        consumers = [
+            functools.partial(
+                _consume, self.broker, self.stats[stage].queue, handler, PREFETCH[stage]
+            )
+            for stage, handler in handlers.items()
+        ]
+        self._tg = await start_owned(self.workflows.run, self.monitor.run, *consumers)
         return self
 
     async def __aexit__(
@@ -175,9 +171,8 @@ class Pipeline:
     ) -> None:
         tg, self._tg = self._tg, None
         assert tg is not None
-        tg.cancel_scope.cancel()
         try:
-            await tg.__aexit__(None, None, None)
+            await stop_owned(tg)
         finally:
             with anyio.move_on_after(_SETTLE_TIMEOUT, shield=True):
                 queued = await self.broker.still_queued(QUEUES)

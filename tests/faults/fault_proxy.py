@@ -27,6 +27,8 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from admission._tasks import stop_owned
+
 __all__ = ["FaultProxy", "Mode"]
 
 Mode = Literal["pass", "delay", "close_mid_body", "cut_body"]
@@ -78,8 +80,7 @@ class FaultProxy:
     ) -> None:
         tg, self._tg = self._tg, None
         assert tg is not None
-        tg.cancel_scope.cancel()
-        await tg.__aexit__(None, None, None)
+        await stop_owned(tg)
 
     async def _connection(self, client: SocketStream) -> None:
         async with client:
